@@ -49,12 +49,14 @@ _LINK_TARGET = "fssession-lock-owner"
 
 # rename(dir, L) onto a non-empty L: POSIX says EEXIST or ENOTEMPTY; sshfs
 # (SFTP v3 has one generic failure code) says EPERM.
-_OCCUPIED = frozenset({errno.EEXIST, errno.ENOTEMPTY, errno.EPERM, errno.EACCES, errno.EBUSY, errno.EISDIR})
+_OCCUPIED = frozenset(
+    {errno.EEXIST, errno.ENOTEMPTY, errno.EPERM, errno.EACCES, errno.EBUSY, errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
+)
 # The operation may have happened although an error came back (lost reply,
 # retransmitted request, replaced file handle): look before deciding.
 _AMBIGUOUS = frozenset({errno.ENOENT, errno.ESTALE, errno.EIO, errno.ETIMEDOUT, errno.EINTR})
 # Errors that are the storage's, not the lock's: report them at once.
-_FATAL = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
+_FATAL = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG})
 
 _DRIFT = 0.001  # allowance for clock *rate* differences between hosts (0.1 %)
 
@@ -410,7 +412,7 @@ class MkdirLock:
             os.close(fd)
         if ctx.stage_marker in names:  # our publish went through; its reply was lost
             return self._won(ctx, ctx.stage_marker, ctx.stage_base, stage_consumed=True), None
-        owners = [info for info in map(parse_owner, names) if info is not None]
+        owners = [self._owner_of(name) for name in names if name.startswith(OWNER_PREFIX)]
         if not owners:
             self._clear_ownerless(names)
             return "retry-now", None
@@ -422,7 +424,8 @@ class MkdirLock:
         first_seen = ctx.seen.setdefault(owner.name, now)
         if len(ctx.seen) > 64:
             ctx.seen.clear()
-        lease = max(owner.lease, self.lease) * (1 + _DRIFT)
+        # The holder's own recorded lease: it is what the holder fences itself by.
+        lease = owner.lease * (1 + _DRIFT)
         age = self._server_age(ctx, lock_mtime)
         watched = now - first_seen
         stale = is_dead_here(owner.owner) or watched > lease or (age is not None and age > lease)
@@ -431,6 +434,13 @@ class MkdirLock:
         if not stale:
             return "held", holder
         return self._take_over(ctx, owner), holder
+
+    def _owner_of(self, name: str) -> OwnerInfo:
+        """Parse a marker; an unreadable one is a holder of unknown identity with our lease."""
+        info = parse_owner(name)
+        if info is None:
+            info = OwnerInfo(name, "", 0, self.lease, ProcessIdentity("", "unknown host", 0, 0))
+        return info
 
     def _server_age(self, ctx: _Context, lock_mtime_ns: int) -> float | None:
         """Seconds since the server stamped the lock, on the server's own clock.

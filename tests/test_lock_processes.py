@@ -1,0 +1,312 @@
+"""The lock's properties with real processes and real signals on a local directory.
+
+The same properties across two mounts of a shared export are in
+test_lock_shared.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fssession import LockLost, LockTimeout, MkdirLock
+from fssession import lock as lockmod
+from fssession.lock import read_owner
+from tests.lockhelpers import finish, overlaps, read_intervals, read_line, send, spawn, worker_argv
+
+FORK = mp.get_context("fork")
+
+
+def test_exclusion_between_processes(tmp_path: Path) -> None:
+    lockpath = tmp_path / "s.lock"
+    outs = [tmp_path / f"iv{i}" for i in range(6)]
+    procs = [spawn(worker_argv("hammer", lockpath, out, 150, 0.0003)) for out in outs]
+    results = [finish(p) for p in procs]
+    assert all(r["lost"] == 0 for r in results)
+    intervals = read_intervals(outs)
+    assert len(intervals) == 6 * 150
+    assert overlaps(intervals) == []
+    assert len({iv[2] for iv in intervals}) == len(intervals), "every hold has its own token"
+    assert list(tmp_path.glob("s.lock*")) == []
+
+
+def test_sigkilled_holder_on_this_host_is_replaced_at_once(tmp_path: Path) -> None:
+    lockpath = tmp_path / "s.lock"
+    holder = spawn(worker_argv("hold", lockpath), lease=30)
+    assert read_line(holder).startswith("HELD")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    start = time.monotonic()
+    lock = MkdirLock(lockpath, lease=30)
+    lock.acquire(timeout=2)  # far less than the 30 s lease
+    waited = time.monotonic() - start
+    lock.release()
+    assert waited < 2
+
+
+def test_recycled_pid_is_not_mistaken_for_the_holder(tmp_path: Path) -> None:
+    """A record naming a live PID with another start time is a dead holder."""
+    me = lockmod.current_identity()
+    fake = lockmod.ProcessIdentity(me.host_id, me.hostname, os.getppid(), me.start_time + 12345)
+    lockpath = tmp_path / "s.lock"
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / lockmod._marker_name("f" * 32, 0, 30.0, fake)).symlink_to("x")
+    stage.rename(lockpath)
+    lock = MkdirLock(lockpath, lease=30)
+    lock.acquire(timeout=1)
+    lock.release()
+
+
+def test_live_holder_on_this_host_is_not_taken_over_within_its_lease(tmp_path: Path) -> None:
+    lockpath = tmp_path / "s.lock"
+    holder = spawn(worker_argv("hold", lockpath), lease=3, fs_slack=0.2)
+    assert read_line(holder).startswith("HELD")
+    with pytest.raises(LockTimeout) as info:
+        MkdirLock(lockpath, lease=3).acquire(timeout=1.5)
+    assert f"pid {holder.pid}" in str(info.value)
+    send(holder, "release")
+    assert read_line(holder).startswith("OK release")
+    holder.wait()
+
+
+@pytest.mark.parametrize("command", ["release", "refresh"])
+def test_stopped_holder_is_taken_over_and_fenced(tmp_path: Path, command: str) -> None:
+    """SIGSTOP past the lease: a contender takes over; the resumed holder gets LockLost."""
+    lockpath = tmp_path / "s.lock"
+    lease = 1.5
+    holder = spawn(worker_argv("hold", lockpath), lease=lease, fs_slack=0.3)
+    assert read_line(holder).startswith("HELD")
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        new = MkdirLock(lockpath, lease=30)
+        new.acquire(timeout=lease + 3)
+        took = time.monotonic() - start
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    assert took >= lease * 0.9, "a live holder was taken over before its lease ran out"
+    send(holder, command)
+    reply = read_line(holder)
+    assert reply.startswith(f"LOST {command}"), reply
+    holder.wait(timeout=10)
+    owner = read_owner(lockpath)
+    assert owner is not None and owner.token == new.token, "the new holder keeps the lock"
+    new.release()
+    assert not lockpath.exists()
+
+
+def _plant_dead_holder(lockpath: Path) -> str:
+    """A lock whose holder was SIGKILLed, on this host: stale at once."""
+    holder = spawn(worker_argv("hold", lockpath), lease=30)
+    assert read_line(holder).startswith("HELD")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    owner = read_owner(lockpath)
+    assert owner is not None
+    return owner.name
+
+
+def _racer(
+    lockpath: str, before: Callable[[], None], results: Any, hold_until: Any, name: str
+) -> None:  # pragma: no cover - runs in a child process
+    original = MkdirLock._take_over
+
+    def gated(self: MkdirLock, ctx: Any, owner: Any) -> str:
+        before()
+        return original(self, ctx, owner)
+
+    MkdirLock._take_over = gated  # type: ignore[method-assign]
+    lock = MkdirLock(lockpath, lease=30)
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        results.put((name, None))
+        return
+    results.put((name, lock.token))
+    hold_until.wait(30)
+    try:
+        lock.release()
+        results.put((name, "released"))
+    except LockLost:
+        results.put((name, "lost"))
+
+
+def test_double_break_simultaneous(tmp_path: Path) -> None:
+    """Two contenders judge the same stale lock, then act at the same instant: one wins."""
+    lockpath = tmp_path / "s.lock"
+    stale = _plant_dead_holder(lockpath)
+    barrier = FORK.Barrier(2)
+    results = FORK.Queue()
+    release = FORK.Event()
+    procs = [FORK.Process(target=_racer, args=(str(lockpath), barrier.wait, results, release, n)) for n in ("a", "b")]
+    for p in procs:
+        p.start()
+    first = [results.get(timeout=30), results.get(timeout=30)]
+    winners = [tok for _, tok in first if tok]
+    assert len(winners) == 1, f"exactly one contender may take over, got {first}"
+    owner = read_owner(lockpath)
+    assert owner is not None and owner.token == winners[0] and owner.name != stale
+    release.set()
+    assert results.get(timeout=30)[1] == "released"
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert not lockpath.exists()
+
+
+def test_slow_breaker_never_removes_the_new_holders_lock(tmp_path: Path) -> None:
+    """B judged the lock stale; A takes it over, releases, and C acquires; only then B acts."""
+    lockpath = tmp_path / "s.lock"
+    _plant_dead_holder(lockpath)
+    judged = FORK.Event()
+    go = FORK.Event()
+    results = FORK.Queue()
+    release_b = FORK.Event()
+
+    def b_gate() -> None:
+        judged.set()
+        go.wait(30)
+
+    b = FORK.Process(target=_racer, args=(str(lockpath), b_gate, results, release_b, "b"))
+    b.start()
+    assert judged.wait(30), "B never judged the lock stale"
+    a = MkdirLock(lockpath, lease=30)
+    a.acquire(timeout=2)  # A breaks the same stale lock
+    a.release()
+    c = MkdirLock(lockpath, lease=30)
+    c.acquire(timeout=0)  # C holds a brand-new lock under the same name
+    go.set()  # now B acts on its old judgement
+    name, token = results.get(timeout=30)
+    assert (name, token) == ("b", None), "B must not get the lock"
+    b.join(30)
+    owner = read_owner(lockpath)
+    assert owner is not None and owner.token == c.token, "C's lock survived B's late break"
+    c.release()
+
+
+def _fake_rename(real: Callable[..., None], *, perform: bool, code: int, when: Callable[[str, str], bool]) -> Any:
+    calls = {"n": 0}
+
+    def fake(src: Any, dst: Any, *a: Any, **k: Any) -> None:
+        if calls["n"] == 0 and when(os.fspath(src), os.fspath(dst)):
+            calls["n"] += 1
+            if perform:
+                real(src, dst, *a, **k)
+            raise OSError(code, os.strerror(code), src)
+        real(src, dst, *a, **k)
+
+    return fake
+
+
+@pytest.mark.parametrize("code", [errno.EEXIST, errno.ENOENT, errno.EPERM, errno.ESTALE, errno.EIO])
+def test_publish_whose_reply_was_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """The rename happened but an error came back: the token read-back says we won."""
+    lockpath = tmp_path / "s.lock"
+    fake = _fake_rename(os.rename, perform=True, code=code, when=lambda s, d: d == str(lockpath))
+    monkeypatch.setattr(os, "rename", fake)
+    lock = MkdirLock(lockpath, lease=30)
+    lock.acquire(timeout=0)  # no waiting: a wrong answer would time out or wait for the lease
+    assert lock.is_locked
+    lock.release()
+    assert not lockpath.exists()
+
+
+def test_publish_that_nobody_won(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GlusterFS: both racers get EEXIST and nothing was created.  Retry at once."""
+    lockpath = tmp_path / "s.lock"
+    fake = _fake_rename(os.rename, perform=False, code=errno.EEXIST, when=lambda s, d: d == str(lockpath))
+    monkeypatch.setattr(os, "rename", fake)
+    lock = MkdirLock(lockpath, lease=30)
+    lock.acquire(timeout=0)
+    lock.release()
+
+
+@pytest.mark.parametrize("command", ["release", "refresh"])
+def test_renew_and_release_whose_reply_was_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    lockpath = tmp_path / "s.lock"
+    lock = MkdirLock(lockpath, lease=30)
+    lock.acquire()
+    fake = _fake_rename(os.rename, perform=True, code=errno.ENOENT, when=lambda s, d: s.startswith(str(lockpath) + "/"))
+    monkeypatch.setattr(os, "rename", fake)
+    getattr(lock, command)()  # no LockLost: the operation did happen
+    monkeypatch.undo()
+    if command == "refresh":
+        assert read_owner(lockpath).beat == 1  # type: ignore[union-attr]
+        lock.release()
+    assert not lockpath.exists()
+
+
+def test_occupied_reported_as_eperm_is_not_a_storage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sshfs says EPERM when renaming onto a non-empty directory."""
+    lockpath = tmp_path / "s.lock"
+    holder = MkdirLock(lockpath, lease=30)
+    holder.acquire()
+    real = os.rename
+
+    def sshfs_like(src: Any, dst: Any) -> None:
+        try:
+            real(src, dst)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise OSError(errno.EPERM, "Operation not permitted", src) from None
+            raise
+
+    monkeypatch.setattr(os, "rename", sshfs_like)
+    with pytest.raises(LockTimeout):
+        MkdirLock(lockpath, lease=30).acquire(timeout=0.2)
+    monkeypatch.undo()
+    holder.release()
+
+
+def test_waiting_backs_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lockpath = tmp_path / "s.lock"
+    holder = MkdirLock(lockpath, lease=30)
+    holder.acquire()
+    attempts = []
+    real = os.rename
+
+    def counting(src: Any, dst: Any) -> None:
+        if os.fspath(dst) == str(lockpath):
+            attempts.append(time.monotonic())
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", counting)
+    with pytest.raises(LockTimeout):
+        MkdirLock(lockpath, lease=30).acquire(timeout=1.0)
+    monkeypatch.undo()
+    holder.release()
+    # 1 ms doubling to a 50 ms cap with jitter: about 30 tries in a second, not thousands
+    assert 10 <= len(attempts) <= 80, len(attempts)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert max(gaps) <= 0.2
+
+
+def test_random_sigkills_never_wedge_the_lock(tmp_path: Path) -> None:
+    """Kill hammering workers at random instants; each time the lock is free again at once."""
+    lockpath = tmp_path / "s.lock"
+    rng = random.Random(1234)
+    for round_ in range(15):
+        workers = [spawn(worker_argv("hammer", lockpath, tmp_path / f"iv{round_}-{i}", 100000, 0)) for i in range(2)]
+        time.sleep(0.15 + rng.random() * 0.3)
+        for w in workers:
+            w.send_signal(signal.SIGKILL)
+        for w in workers:
+            w.wait()
+        lock = MkdirLock(lockpath, lease=30)
+        lock.acquire(timeout=2)  # the lease is 30 s: only crash recovery can free it this fast
+        lock.release()
+        ivs = read_intervals(tmp_path.glob(f"iv{round_}-*"))
+        assert overlaps(ivs) == []
+    lockmod.remove_litter(tmp_path, min_age=-1)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith("s.lock")]
+    assert leftovers == []
