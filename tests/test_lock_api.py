@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import threading
 import time
@@ -75,7 +76,7 @@ def test_threads_exclude_each_other(lockpath: Path) -> None:
         t.join()
     intervals.sort()
     assert len(intervals) == 160
-    for a, b in zip(intervals, intervals[1:], strict=False):
+    for a, b in itertools.pairwise(intervals):
         assert b[0] >= a[1], f"threads overlapped: {a} {b}"
 
 

@@ -7,6 +7,7 @@ test_lock_shared.py.
 from __future__ import annotations
 
 import errno
+import itertools
 import multiprocessing as mp
 import os
 import random
@@ -287,7 +288,7 @@ def test_waiting_backs_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     holder.release()
     # 1 ms doubling to a 50 ms cap with jitter: about 30 tries in a second, not thousands
     assert 10 <= len(attempts) <= 80, len(attempts)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert max(gaps) <= 0.2
 
 
