@@ -136,8 +136,20 @@ class _Context:
     pid: int = 0
     stage: str | None = None
     stage_marker: str = ""
-    stage_base: float = 0.0
+    stage_base: float = 0.0  # monotonic time just before the stage was last stamped
+    stamped_after: float = 0.0  # monotonic time just after it was last stamped
+    anchor: tuple[int, float] | None = None  # (server mtime of the stage in ns, stamped_after)
+    view: _View | None = None  # the last inspection of the lock directory
     seen: dict[str, float] = field(default_factory=dict)  # owner name -> first seen (monotonic)
+
+
+@dataclass(slots=True)
+class _View:
+    """What one inspection of a held lock directory showed."""
+
+    owner: OwnerInfo
+    lock_mtime_ns: int
+    at: float  # monotonic time of the inspection
 
 
 class _AcquireReturn:
@@ -201,6 +213,9 @@ class MkdirLock:
         self.fs_slack = fs_slack
         self.mode = mode
         self._thread_local = thread_local
+        # How often a waiter re-lists the lock directory (each listing is
+        # several round trips on a network filesystem).
+        self._inspect_every = min(0.25, self.lease / 8)
         self._local = threading.local()
         self._shared = _Context()
         self._guard = threading.RLock()  # serialises a shared context between threads
@@ -305,6 +320,7 @@ class MkdirLock:
                 if ctx.marker is None:
                     self._discard_stage(ctx)
                 ctx.seen.clear()
+                ctx.view = None
 
     def _attempt(self, ctx: _Context) -> tuple[str, str | None]:
         """One try.  Returns ("won" | "held" | "retry-now", holder description)."""
@@ -361,7 +377,7 @@ class MkdirLock:
         except OSError as exc:
             self._discard_stage(ctx)
             raise StorageError.from_oserror(exc, stage) from exc
-        ctx.stage_base = base
+        ctx.stage_base, ctx.stamped_after, ctx.anchor = base, time.monotonic(), None
 
     def _bump_stage(self, ctx: _Context) -> None:
         """Rename our stage marker so the server stamps the stage with its current time."""
@@ -378,7 +394,7 @@ class MkdirLock:
                     raise StorageError.from_oserror(exc, self._path) from exc
                 return
         ctx.stage_marker = new
-        ctx.stage_base = base
+        ctx.stage_base, ctx.stamped_after, ctx.anchor = base, time.monotonic(), None
 
     def _discard_stage(self, ctx: _Context) -> None:
         if ctx.stage is None:
@@ -392,7 +408,35 @@ class MkdirLock:
 
     # ------------------------------------------------------------- contention
     def _contend(self, ctx: _Context) -> tuple[str, str | None]:
-        """The publish failed: look at the lock, and take it over if its holder is stale."""
+        """The publish failed: judge the holder, and take the lock over if it is stale.
+
+        The lock directory is listed at most every ``_inspect_every`` seconds
+        while waiting; in between, a poll costs one rename.  Acting on an old
+        view is safe: the take-over renames the marker by the exact name seen,
+        which fails if anything changed since.
+        """
+        now = time.monotonic()
+        view = ctx.view
+        if view is None or now - view.at >= self._inspect_every:
+            outcome = self._inspect(ctx)
+            if outcome is not None:
+                return outcome
+            view = ctx.view
+            assert view is not None
+        owner = view.owner
+        # The holder's own recorded lease: it is what the holder fences itself by.
+        lease = owner.lease * (1 + _DRIFT)
+        watched = now - ctx.seen.setdefault(owner.name, view.at)
+        age = self._server_age(ctx, view.lock_mtime_ns, now)
+        held_for = f"{age:.1f} s" if age is not None else f"at least {watched:.1f} s"
+        holder = f"{owner.describe()}, held for {held_for} (lease {owner.lease:g} s)"
+        if is_dead_here(owner.owner) or watched > lease or (age is not None and age > lease):
+            ctx.view = None  # whatever happens next, look again
+            return self._take_over(ctx, owner), holder
+        return "held", holder
+
+    def _inspect(self, ctx: _Context) -> tuple[str, str | None] | None:
+        """List the lock directory into ``ctx.view``; an outcome when there is nothing to judge."""
         try:
             fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
@@ -402,6 +446,8 @@ class MkdirLock:
                 raise LockError(f"{self._path!r} exists and is not a lock directory") from exc
             raise StorageError.from_oserror(exc, self._path) from exc
         try:
+            # fstat after open: opening revalidates the directory's attributes
+            # (close-to-open), so its mtime is at least as fresh as the listing.
             lock_mtime = os.fstat(fd).st_mtime_ns
             names = os.listdir(fd)
         except OSError as exc:
@@ -416,24 +462,13 @@ class MkdirLock:
         if not owners:
             self._clear_ownerless(names)
             return "retry-now", None
-        owner = owners[0]
         if len(owners) > 1:  # cannot happen under the protocol; never guess which is live
             log.warning("lock %s has %d owner markers: %s", self._path, len(owners), names)
-            return "held", owner.describe()
-        now = time.monotonic()
-        first_seen = ctx.seen.setdefault(owner.name, now)
+            return "held", owners[0].describe()
         if len(ctx.seen) > 64:
             ctx.seen.clear()
-        # The holder's own recorded lease: it is what the holder fences itself by.
-        lease = owner.lease * (1 + _DRIFT)
-        age = self._server_age(ctx, lock_mtime)
-        watched = now - first_seen
-        stale = is_dead_here(owner.owner) or watched > lease or (age is not None and age > lease)
-        held_for = f"{age:.1f} s" if age is not None else f"at least {watched:.1f} s"
-        holder = f"{owner.describe()}, held for {held_for} (lease {owner.lease:g} s)"
-        if not stale:
-            return "held", holder
-        return self._take_over(ctx, owner), holder
+        ctx.view = _View(owners[0], lock_mtime, time.monotonic())
+        return None
 
     def _owner_of(self, name: str) -> OwnerInfo:
         """Parse a marker; an unreadable one is a holder of unknown identity with our lease."""
@@ -442,25 +477,27 @@ class MkdirLock:
             info = OwnerInfo(name, "", 0, self.lease, ProcessIdentity("", "unknown host", 0, 0))
         return info
 
-    def _server_age(self, ctx: _Context, lock_mtime_ns: int) -> float | None:
-        """Seconds since the server stamped the lock, on the server's own clock.
+    def _server_age(self, ctx: _Context, lock_mtime_ns: int, now: float) -> float | None:
+        """Seconds since the server stamped the lock, never overestimated, on the server's clock.
 
-        "Now" is the mtime the server puts on our stage when we rename its
-        marker; both stamps come from one clock, so host skew cannot enter.
-        Whole-second timestamps (sshfs, MooseFS) are rounded so that the age
-        is never overestimated.
+        The server stamped our stage when we last created or renamed its
+        marker; that mtime, read once, anchors the server's clock to ours
+        (taken just *after* the stamp, so the estimate of the server's "now"
+        is never ahead of it).  Both stamps come from the server, so no other
+        host's clock enters.  With whole-second timestamps (sshfs, MooseFS)
+        a second is subtracted, since both stamps may be truncated.
         """
         if ctx.stage is None:
             return None
-        self._bump_stage(ctx)
-        if ctx.stage is None:
-            return None
-        try:
-            now_ns = os.lstat(ctx.stage).st_mtime_ns
-        except OSError:
-            return None
-        coarse = now_ns % 1_000_000_000 == 0 and lock_mtime_ns % 1_000_000_000 == 0
-        age = (now_ns - lock_mtime_ns) / 1e9
+        if ctx.anchor is None:
+            try:
+                ctx.anchor = (os.lstat(ctx.stage).st_mtime_ns, ctx.stamped_after)
+            except OSError:
+                return None
+        stage_ns, stamped_after = ctx.anchor
+        server_now_ns = stage_ns + int((now - stamped_after) * 1e9)
+        age = (server_now_ns - lock_mtime_ns) / 1e9
+        coarse = stage_ns % 1_000_000_000 == 0 and lock_mtime_ns % 1_000_000_000 == 0
         return age - 1.0 if coarse else age
 
     def _take_over(self, ctx: _Context, owner: OwnerInfo) -> str:

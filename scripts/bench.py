@@ -1,0 +1,268 @@
+"""fssession benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+Lock section (issue 2):
+  * uncontended acquire+release of MkdirLock against a bare os.mkdir+os.rmdir,
+    filelock.SoftFileLock and filelock.FileLock, and a do-nothing
+    filelock.BaseFileLock subclass (what building on it would cost at least);
+  * filesystem syscalls per acquire+release, counted with ``strace -c -f``;
+  * contended throughput and worst wait with 2, 4 and 8 processes, against
+    SoftFileLock and a bare mkdir-retry loop with 1 ms sleeps.
+
+The machines are shared and noisy: each timing is the median of several
+rounds, and only ratios taken in the same run are compared.
+
+Usage: scripts/bench [--dir DIR ...] [--quick] [--json OUT]
+Each --dir is benchmarked (default: a directory on local disk, plus /dev/shm).
+Shared mounts: pass a mount path, e.g. one printed by scripts/testbed/sshfs-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import filelock
+
+from fssession import MkdirLock
+
+FORK = mp.get_context("fork")
+
+# Syscalls that touch a filesystem (each can be a network round trip on NFS).
+FS_SYSCALLS = {
+    "open", "openat", "openat2", "creat", "close", "read", "pread64", "readv", "write", "pwrite64", "writev",
+    "stat", "lstat", "fstat", "newfstatat", "statx", "fstatfs", "statfs", "access", "faccessat", "faccessat2",
+    "mkdir", "mkdirat", "rmdir", "rename", "renameat", "renameat2", "unlink", "unlinkat", "link", "linkat",
+    "symlink", "symlinkat", "readlink", "readlinkat", "getdents64", "fsync", "fdatasync", "utimensat",
+    "futimesat", "ftruncate", "truncate", "flock", "chmod", "fchmod", "fchmodat", "chown", "fchown", "fchownat",
+}  # fmt: skip
+
+
+class _NoopBaseLock(filelock.BaseFileLock):
+    """The least a BaseFileLock subclass can cost: its own bookkeeping around an fd."""
+
+    _lifetime_supported = False
+
+    def _acquire(self) -> None:
+        self._context.lock_file_fd = os.open(os.devnull, os.O_RDONLY)
+
+    def _release(self) -> None:
+        fd = self._context.lock_file_fd
+        self._context.lock_file_fd = None
+        if fd is not None:
+            os.close(fd)
+
+
+class _BareMkdir:
+    """The baseline: mkdir to take, rmdir to give back, 1 ms sleeps while busy."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def acquire(self) -> None:
+        while True:
+            try:
+                os.mkdir(self.path)
+                return
+            except FileExistsError:
+                time.sleep(0.001)
+
+    def release(self) -> None:
+        os.rmdir(self.path)
+
+
+def make_lock(kind: str, path: str) -> Any:
+    if kind == "MkdirLock":
+        return MkdirLock(path + ".mk", lease=30)
+    if kind == "bare mkdir+rmdir":
+        return _BareMkdir(path + ".bare")
+    if kind == "SoftFileLock":
+        return filelock.SoftFileLock(path + ".soft")
+    if kind == "FileLock":
+        return filelock.FileLock(path + ".flock")
+    if kind == "BaseFileLock (no-op subclass)":
+        return _NoopBaseLock(path + ".noop")
+    raise ValueError(kind)
+
+
+UNCONTENDED = ["bare mkdir+rmdir", "MkdirLock", "SoftFileLock", "FileLock", "BaseFileLock (no-op subclass)"]
+
+
+def time_cycles(lock: Any, n: int) -> float:
+    """Seconds per acquire+release, over n cycles."""
+    lock.acquire()
+    lock.release()
+    start = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - start) / n
+
+
+def uncontended(directory: Path, rounds: int, n: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {k: [] for k in UNCONTENDED}
+    for _ in range(rounds):  # interleaved, so noise hits every kind alike
+        for kind in UNCONTENDED:
+            samples[kind].append(time_cycles(make_lock(kind, str(directory / "u")), n))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def count_syscalls(directory: Path, kind: str, n: int) -> dict[str, float] | None:
+    """Syscalls per acquire+release: strace a run of n cycles and one of 0, subtract."""
+    if shutil.which("strace") is None:
+        return None
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[3]); from scripts.bench import make_lock; "
+        "lock = make_lock(sys.argv[1], sys.argv[2]); n = int(sys.argv[4]); lock.acquire(); lock.release()\n"
+        "for _ in range(n): lock.acquire(); lock.release()"
+    )
+    counts = []
+    for cycles in (0, n):
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+            subprocess.run(
+                ["strace", "-f", "-c", "-o", out.name, sys.executable, "-c", code, kind, str(directory / "s"),
+                 str(Path(__file__).resolve().parent.parent), str(cycles)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            counts.append(_parse_strace(out.read()))
+    per: dict[str, float] = {}
+    for name in set(counts[0]) | set(counts[1]):
+        diff = (counts[1].get(name, 0) - counts[0].get(name, 0)) / n
+        if diff > 0.05:
+            per[name] = round(diff, 2)
+    return per
+
+
+def _parse_strace(text: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] not in ("total",):
+            try:
+                counts[parts[-1]] = int(parts[3])
+            except ValueError:
+                continue
+    return counts
+
+
+def _contender(kind: str, path: str, seconds: float, start_at: float, out: Any) -> None:  # pragma: no cover
+    lock = make_lock(kind, path)
+    while time.monotonic() < start_at:
+        time.sleep(0.0005)
+    end = start_at + seconds
+    holds, worst, waits = 0, 0.0, []
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        lock.acquire()
+        wait = time.monotonic() - t0
+        lock.release()
+        holds += 1
+        waits.append(wait)
+        worst = max(worst, wait)
+    out.put((holds, worst))
+
+
+CONTENDED = ["bare mkdir+rmdir", "MkdirLock", "SoftFileLock"]
+
+
+def contended(directory: Path, procs: int, seconds: float, kind: str) -> tuple[float, float]:
+    """(holds per second, worst wait in seconds) with *procs* processes on one lock."""
+    out = FORK.Queue()
+    start_at = time.monotonic() + 0.3
+    workers = [
+        FORK.Process(target=_contender, args=(kind, str(directory / f"c{procs}"), seconds, start_at, out))
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=seconds + 120) for _ in workers]
+    for w in workers:
+        w.join()
+    return sum(h for h, _ in results) / seconds, max(w for _, w in results)
+
+
+def bench_dir(directory: Path, quick: bool) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fssession-bench-", dir=directory))
+    try:
+        result: dict[str, Any] = {"dir": str(directory)}
+        n = 300 if quick else 2000
+        times = uncontended(work, 3 if quick else 7, n)
+        base = times["bare mkdir+rmdir"]
+        result["uncontended_us"] = {k: round(v * 1e6, 1) for k, v in times.items()}
+        result["uncontended_ratio"] = {k: round(v / base, 2) for k, v in times.items()}
+        result["syscalls"] = {}
+        for kind in ("bare mkdir+rmdir", "MkdirLock", "SoftFileLock", "BaseFileLock (no-op subclass)"):
+            per = count_syscalls(work, kind, 200 if quick else 1000)
+            if per is not None:
+                fs = {k: v for k, v in per.items() if k in FS_SYSCALLS}
+                result["syscalls"][kind] = {"all": round(sum(per.values()), 1), "fs": round(sum(fs.values()), 1),
+                                            "fs_detail": fs, "other": {k: v for k, v in per.items() if k not in fs}}  # fmt: skip
+        seconds = 1.0 if quick else 3.0
+        result["contended"] = {}
+        for procs in (2, 4, 8):
+            row = {}
+            for kind in CONTENDED:
+                runs = [contended(work, procs, seconds, kind) for _ in range(1 if quick else 3)]
+                row[kind] = {
+                    "holds_per_s": round(statistics.median(r[0] for r in runs)),
+                    "worst_wait_ms": round(statistics.median(r[1] for r in runs) * 1000, 1),
+                }
+            result["contended"][str(procs)] = row
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(r: dict[str, Any]) -> str:
+    lines = [f"### {r['dir']}", "", "| lock | µs per acquire+release | × bare mkdir+rmdir | fs syscalls | all syscalls |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for kind, us in r["uncontended_us"].items():
+        sc = r["syscalls"].get(kind, {})
+        lines.append(f"| {kind} | {us} | {r['uncontended_ratio'][kind]} | {sc.get('fs', '-')} | {sc.get('all', '-')} |")
+    mk = r["syscalls"].get("MkdirLock")
+    if mk:
+        lines += ["", f"MkdirLock filesystem syscalls per cycle: {mk['fs_detail']}"]
+    lines += ["", "| processes | lock | holds/s | × SoftFileLock | worst wait ms | × bare loop's worst |", "|---|---|---|---|---|---|"]
+    for procs, row in r["contended"].items():
+        soft = row["SoftFileLock"]["holds_per_s"] or 1
+        bare_worst = row["bare mkdir+rmdir"]["worst_wait_ms"] or 1
+        for kind, v in row.items():
+            lines.append(
+                f"| {procs} | {kind} | {v['holds_per_s']:,} | {v['holds_per_s'] / soft:.1f} | {v['worst_wait_ms']} | "
+                f"{v['worst_wait_ms'] / bare_worst:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, action="append", help="directory to benchmark (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    dirs = args.dir or [Path(tempfile.gettempdir()), Path("/dev/shm")]
+    results = []
+    for d in dirs:
+        print(f"benchmarking {d} ...", file=sys.stderr)
+        results.append(bench_dir(d, args.quick))
+        print(report(results[-1]) + "\n", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
