@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +206,13 @@ def bench_dir(directory: Path, quick: bool) -> dict[str, Any]:
             per = count_syscalls(work, kind, 200 if quick else 1000)
             if per is not None:
                 fs = {k: v for k, v in per.items() if k in FS_SYSCALLS}
-                result["syscalls"][kind] = {"all": round(sum(per.values()), 1), "fs": round(sum(fs.values()), 1),
-                                            "fs_detail": fs, "other": {k: v for k, v in per.items() if k not in fs}}  # fmt: skip
+                other = {k: v for k, v in per.items() if k not in fs}
+                result["syscalls"][kind] = {
+                    "all": round(sum(per.values()), 1),
+                    "fs": round(sum(fs.values()), 1),
+                    "fs_detail": fs,
+                    "other": other,
+                }
         seconds = 1.0 if quick else 3.0
         result["contended"] = {}
         for procs in (2, 4, 8):
@@ -226,15 +230,23 @@ def bench_dir(directory: Path, quick: bool) -> dict[str, Any]:
 
 
 def report(r: dict[str, Any]) -> str:
-    lines = [f"### {r['dir']}", "", "| lock | µs per acquire+release | × bare mkdir+rmdir | fs syscalls | all syscalls |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"### {r['dir']}",
+        "",
+        "| lock | µs per acquire+release | x bare mkdir+rmdir | fs syscalls | all syscalls |",
+        "|---|---|---|---|---|",
+    ]
     for kind, us in r["uncontended_us"].items():
         sc = r["syscalls"].get(kind, {})
         lines.append(f"| {kind} | {us} | {r['uncontended_ratio'][kind]} | {sc.get('fs', '-')} | {sc.get('all', '-')} |")
     mk = r["syscalls"].get("MkdirLock")
     if mk:
         lines += ["", f"MkdirLock filesystem syscalls per cycle: {mk['fs_detail']}"]
-    lines += ["", "| processes | lock | holds/s | × SoftFileLock | worst wait ms | × bare loop's worst |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| processes | lock | holds/s | x SoftFileLock | worst wait ms | x bare loop's worst |",
+        "|---|---|---|---|---|---|",
+    ]
     for procs, row in r["contended"].items():
         soft = row["SoftFileLock"]["holds_per_s"] or 1
         bare_worst = row["bare mkdir+rmdir"]["worst_wait_ms"] or 1

@@ -81,7 +81,7 @@ tb_running() {
 # tb_record LISTFILE PID LABEL: remember a process we started.
 tb_record() {
   local start
-  start=$(tb_starttime "$2") || tb_die "process $2 ($3) vanished right after start"
+  start=$(tb_starttime "$2") || tb_die "$3 (pid $2) exited right after it was started; see its log"
   echo "$2 $start $3" >>"$1"
 }
 
@@ -141,6 +141,28 @@ tb_wait_mounted() {
     sleep 0.05
   done
   return 1
+}
+
+# tb_wait_mounted_by PATH PID [SECONDS]: like tb_wait_mounted, but give up
+# as soon as PID (the FUSE daemon that should mount PATH) has exited.
+tb_wait_mounted_by() {
+  local m=$1 pid=$2 tries=$((${3:-10} * 20)) i
+  for ((i = 0; i < tries; i++)); do
+    tb_is_mounted "$m" && return 0
+    tb_running "$pid" || { tb_is_mounted "$m"; return; }
+    sleep 0.05
+  done
+  return 1
+}
+
+# tb_show_logs FILE...: print the tail of every non-empty log to stderr.
+tb_show_logs() {
+  local f
+  for f in "$@"; do
+    [[ -s $f ]] || continue
+    echo "--- $f" >&2
+    tail -n "${TB_LOG_LINES:-15}" "$f" >&2 || true
+  done
 }
 
 # tb_unmount PATH: unmount a FUSE mount; lazy unmount only as a last resort.
