@@ -161,41 +161,68 @@ def _contender(kind: str, path: str, seconds: float, start_at: float, out: Any) 
     while time.monotonic() < start_at:
         time.sleep(0.0005)
     end = start_at + seconds
-    holds, worst, waits = 0, 0.0, []
+    holds, worst, error = 0, 0.0, ""
     while time.monotonic() < end:
         t0 = time.monotonic()
-        lock.acquire()
+        try:
+            if isinstance(lock, _BareMkdir):
+                lock.acquire()
+            else:
+                lock.acquire(timeout=20)  # a wait this long is a failure worth reporting, not a hang
+        except filelock.Timeout as exc:
+            error = f"no lock in 20 s: {exc}"
+            break
+        except OSError as exc:  # e.g. SoftFileLock on sshfs: the O_EXCL loser gets EPERM
+            error = f"{type(exc).__name__}: {exc.strerror}"
+            break
         wait = time.monotonic() - t0
         lock.release()
         holds += 1
-        waits.append(wait)
         worst = max(worst, wait)
-    out.put((holds, worst))
+    out.put((holds, worst, error))
 
 
 CONTENDED = ["bare mkdir+rmdir", "MkdirLock", "SoftFileLock"]
 
 
-def contended(directory: Path, procs: int, seconds: float, kind: str) -> tuple[float, float]:
-    """(holds per second, worst wait in seconds) with *procs* processes on one lock."""
+def contended(dirs: list[Path], procs: int, seconds: float, kind: str) -> tuple[float, float]:
+    """(holds per second, worst wait in seconds) with *procs* processes on one lock.
+
+    With two directories (two mounts of one export), the processes alternate
+    between them: half of them are on each "host".
+    """
     out = FORK.Queue()
     start_at = time.monotonic() + 0.3
     workers = [
-        FORK.Process(target=_contender, args=(kind, str(directory / f"c{procs}"), seconds, start_at, out))
-        for _ in range(procs)
+        FORK.Process(target=_contender, args=(kind, str(dirs[i % len(dirs)] / f"c{procs}"), seconds, start_at, out))
+        for i in range(procs)
     ]
     for w in workers:
         w.start()
     results = [out.get(timeout=seconds + 120) for _ in workers]
     for w in workers:
         w.join()
-    return sum(h for h, _ in results) / seconds, max(w for _, w in results)
+    errors = sorted({e for _, _, e in results if e})
+    if errors:
+        raise LockFailed("; ".join(errors))
+    return sum(h for h, _, _ in results) / seconds, max(w for _, w, _ in results)
 
 
-def bench_dir(directory: Path, quick: bool) -> dict[str, Any]:
+class LockFailed(Exception):
+    """A lock implementation raised instead of locking (reported, not fatal to the run)."""
+
+
+def bench_dir(directory: Path, quick: bool, other_mount: Path | None = None, label: str = "") -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="fssession-bench-", dir=directory))
+    dirs = [work]
+    if other_mount is not None:  # the same directory seen through the second mount
+        twin = other_mount / work.relative_to(directory)
+        deadline = time.monotonic() + 30
+        while not twin.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dirs.append(twin)
     try:
-        result: dict[str, Any] = {"dir": str(directory)}
+        result: dict[str, Any] = {"dir": label or str(directory)}
         n = 300 if quick else 2000
         times = uncontended(work, 3 if quick else 7, n)
         base = times["bare mkdir+rmdir"]
@@ -218,7 +245,12 @@ def bench_dir(directory: Path, quick: bool) -> dict[str, Any]:
         for procs in (2, 4, 8):
             row = {}
             for kind in CONTENDED:
-                runs = [contended(work, procs, seconds, kind) for _ in range(1 if quick else 3)]
+                print(f"  {procs} processes, {kind} ...", file=sys.stderr)
+                try:
+                    runs = [contended(dirs, procs, seconds, kind) for _ in range(1 if quick else 3)]
+                except LockFailed as exc:
+                    row[kind] = {"error": str(exc)}
+                    continue
                 row[kind] = {
                     "holds_per_s": round(statistics.median(r[0] for r in runs)),
                     "worst_wait_ms": round(statistics.median(r[1] for r in runs) * 1000, 1),
@@ -248,11 +280,15 @@ def report(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for procs, row in r["contended"].items():
-        soft = row["SoftFileLock"]["holds_per_s"] or 1
-        bare_worst = row["bare mkdir+rmdir"]["worst_wait_ms"] or 1
+        soft = row["SoftFileLock"].get("holds_per_s")
+        bare_worst = row["bare mkdir+rmdir"].get("worst_wait_ms") or 1
         for kind, v in row.items():
+            if "error" in v:
+                lines.append(f"| {procs} | {kind} | fails: {v['error']} | - | - | - |")
+                continue
+            vs_soft = f"{v['holds_per_s'] / soft:.1f}" if soft else "-"
             lines.append(
-                f"| {procs} | {kind} | {v['holds_per_s']:,} | {v['holds_per_s'] / soft:.1f} | {v['worst_wait_ms']} | "
+                f"| {procs} | {kind} | {v['holds_per_s']:,} | {vs_soft} | {v['worst_wait_ms']} | "
                 f"{v['worst_wait_ms'] / bare_worst:.2f} |"
             )
     return "\n".join(lines)
@@ -263,13 +299,30 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, action="append", help="directory to benchmark (repeatable)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--testbed",
+        action="append",
+        choices=["sshfs", "gluster"],
+        help="bring up this shared-filesystem testbed (two mounts of one export; needs root) and benchmark it",
+    )
     args = parser.parse_args()
-    dirs = args.dir or [Path(tempfile.gettempdir()), Path("/dev/shm")]
+    dirs = args.dir or ([] if args.testbed else [Path(tempfile.gettempdir()), Path("/dev/shm")])
     results = []
     for d in dirs:
         print(f"benchmarking {d} ...", file=sys.stderr)
         results.append(bench_dir(d, args.quick))
         print(report(results[-1]) + "\n", flush=True)
+    for kind in args.testbed or []:
+        from tests.fsbed import start_testbed, stop_testbed
+
+        print(f"bringing up the {kind} testbed ...", file=sys.stderr)
+        bed = start_testbed(kind)
+        try:
+            label = f"{kind} ({bed.profile or 'default'} profile), two mounts of one export"
+            results.append(bench_dir(bed.mounts[0], args.quick, bed.mounts[1], label))
+            print(report(results[-1]) + "\n", flush=True)
+        finally:
+            stop_testbed(kind, bed.base)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
