@@ -58,6 +58,7 @@ _AMBIGUOUS = frozenset({errno.ENOENT, errno.ESTALE, errno.EIO, errno.ETIMEDOUT, 
 # Errors that are the storage's, not the lock's: report them at once.
 _FATAL = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG})
 
+_MIN_CAP = 0.002  # the backoff never settles below 2 ms between tries
 _DRIFT = 0.001  # allowance for clock *rate* differences between hosts (0.1 %)
 
 
@@ -295,7 +296,9 @@ class MkdirLock:
             holder: str | None = None
             try:
                 while True:
+                    tried = time.monotonic()
                     outcome, holder = self._attempt(ctx)
+                    cost = time.monotonic() - tried
                     if outcome == "won":
                         ctx.counter = 1
                         return _AcquireReturn(self)
@@ -309,13 +312,18 @@ class MkdirLock:
                         raise LockTimeout(self._path, holder, now - start)
                     if cancel_check is not None and cancel_check():
                         raise LockTimeout(self._path, holder, now - start)
-                    # Exponential backoff with jitter: spreads contenders out
-                    # without letting a waiter sleep long past a release.
+                    # Exponential backoff with jitter, capped in proportion to
+                    # what a try costs here: a waiter sleeps at least 20 times
+                    # as long as it spends trying (no busy spinning, bounded
+                    # load on a file server), yet on a fast disk it does not
+                    # sleep 50 ms while others take the lock thousands of
+                    # times (that is how waiters starve).
+                    cap = min(self.max_poll_interval, max(_MIN_CAP, 20 * cost))
                     sleep = random.uniform(delay / 2, delay)
                     if deadline is not None:
                         sleep = min(sleep, max(0.0, deadline - now))
                     time.sleep(sleep)
-                    delay = min(delay * 2, self.max_poll_interval)
+                    delay = min(delay * 2, cap)
             finally:
                 if ctx.marker is None:
                     self._discard_stage(ctx)

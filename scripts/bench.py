@@ -112,9 +112,11 @@ def time_cycles(lock: Any, n: int) -> float:
 
 def uncontended(directory: Path, rounds: int, n: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in UNCONTENDED}
+    # About 0.3 s per sample whatever the filesystem (a network mount is 100x slower than tmpfs).
+    per_kind = {k: max(30, min(n, int(0.3 / time_cycles(make_lock(k, str(directory / "u")), 10)))) for k in UNCONTENDED}
     for _ in range(rounds):  # interleaved, so noise hits every kind alike
         for kind in UNCONTENDED:
-            samples[kind].append(time_cycles(make_lock(kind, str(directory / "u")), n))
+            samples[kind].append(time_cycles(make_lock(kind, str(directory / "u")), per_kind[kind]))
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -230,7 +232,7 @@ def bench_dir(directory: Path, quick: bool, other_mount: Path | None = None, lab
         result["uncontended_ratio"] = {k: round(v / base, 2) for k, v in times.items()}
         result["syscalls"] = {}
         for kind in ("bare mkdir+rmdir", "MkdirLock", "SoftFileLock", "BaseFileLock (no-op subclass)"):
-            per = count_syscalls(work, kind, 200 if quick else 1000)
+            per = count_syscalls(work, kind, 100 if quick else 300)
             if per is not None:
                 fs = {k: v for k, v in per.items() if k in FS_SYSCALLS}
                 other = {k: v for k, v in per.items() if k not in fs}
