@@ -18,6 +18,30 @@ class SessionError(Exception):
     """Base class of every exception raised by fssession."""
 
 
+class InvalidSessionId(SessionError, ValueError):
+    """The value is not a session id this library could have issued."""
+
+
+class SessionNotFound(SessionError, KeyError):
+    """No such session, or it expired (from operations that need one to exist)."""
+
+
+class TamperedSession(SessionError):
+    """A session file failed verification: forged, altered, truncated, empty or unreadable as a session.
+
+    Such a file is never unpickled.  ``path`` names it and ``reason`` says what failed.
+    """
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        super().__init__(f"{reason}: {path}" if path else reason)
+        self.reason = reason
+        self.path = path
+
+
+class SessionTooLarge(SessionError):
+    """A session is larger than the store's size limit (when writing, or a file found when reading)."""
+
+
 class LockError(SessionError):
     """Base class of the lock's own failures."""
 
