@@ -42,17 +42,27 @@ def _pid_namespace() -> str:
 
 
 @lru_cache(maxsize=1)
-def _host_key() -> tuple[str, str]:
-    # Cached: a process does not change host, boot or PID namespace while it
-    # runs (unshare(CLONE_NEWPID) only affects children, which are new PIDs).
-    hostname = socket.gethostname()
+def _boot_id() -> str:
     boot_id = _read_text("/proc/sys/kernel/random/boot_id")
-    if not boot_id:
-        # Without a boot id a PID cannot be compared safely across reboots;
-        # a random host id makes every other process look foreign, so only
-        # the lease can free our locks.  Safe, merely slower.
-        boot_id = os.urandom(16).hex()
-    digest = hashlib.blake2b(f"{hostname}\0{boot_id}\0{_pid_namespace()}".encode(), digest_size=8)
+    # Without a boot id a PID cannot be compared safely across reboots; a
+    # random one makes every other process look foreign, so only the lease
+    # can free our locks.  Safe, merely slower.
+    return boot_id or os.urandom(16).hex()
+
+
+def _proc_is_ours() -> bool:
+    """Whether /proc shows our own PID namespace (not so after ``unshare -p`` without a new /proc)."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
+def _host_key() -> tuple[str, str]:
+    # Recomputed for every new PID (see current_identity): a child may have
+    # been moved to a new UTS or PID namespace by unshare() before fork().
+    hostname = socket.gethostname()
+    digest = hashlib.blake2b(f"{hostname}\0{_boot_id()}\0{_pid_namespace()}".encode(), digest_size=8)
     return digest.hexdigest(), hostname
 
 
@@ -81,7 +91,10 @@ def current_identity() -> ProcessIdentity:
     ident = _self_cache.get(pid)
     if ident is None:
         host_id, hostname = _host_key()
-        ident = ProcessIdentity(host_id, hostname, pid, process_start_time(pid) or 0)
+        probeable = _proc_is_ours()
+        # Start time 0 means "never probe": with a /proc of another PID
+        # namespace, a PID there is not ours to judge.
+        ident = ProcessIdentity(host_id, hostname, pid, (process_start_time(pid) or 0) if probeable else 0)
         _self_cache.clear()
         _self_cache[pid] = ident
     return ident
@@ -93,6 +106,7 @@ def is_dead_here(owner: ProcessIdentity) -> bool:
     A foreign owner, or one whose start time was not recorded, is never
     declared dead here: only its lease can free it.
     """
-    if owner.host_id != current_identity().host_id or owner.start_time == 0:
+    me = current_identity()
+    if owner.host_id != me.host_id or owner.start_time == 0 or me.start_time == 0:
         return False
     return process_start_time(owner.pid) != owner.start_time

@@ -45,6 +45,7 @@ log = logging.getLogger("fssession.lock")
 OWNER_PREFIX = "o,"
 RELEASED_PREFIX = "r,"
 STAGE_INFIX = ".stage-"
+TRASH_PREFIX = ".fssession-trash-"
 _LINK_TARGET = "fssession-lock-owner"
 
 # rename(dir, L) onto a non-empty L: POSIX says EEXIST or ENOTEMPTY; sshfs
@@ -133,15 +134,31 @@ class _Context:
     marker: str | None = None  # our marker's current name inside the lock dir
     token: str = ""
     beat: int = 0
-    lease_base: float = 0.0  # monotonic time taken before the server stamped our lease
+    lease_base: float = 0.0  # _clock() taken before the server stamped our lease
     pid: int = 0
     stage: str | None = None
     stage_marker: str = ""
-    stage_base: float = 0.0  # monotonic time just before the stage was last stamped
-    stamped_after: float = 0.0  # monotonic time just after it was last stamped
+    stage_base: float = 0.0  # _clock() just before the stage was last stamped
+    stamped_after: float = 0.0  # _clock() just after it was last stamped
     anchor: tuple[int, float] | None = None  # (server mtime of the stage in ns, stamped_after)
     view: _View | None = None  # the last inspection of the lock directory
-    seen: dict[str, float] = field(default_factory=dict)  # owner name -> first seen (monotonic)
+    seen: dict[str, float] = field(default_factory=dict)  # owner name -> first seen
+    # Marker names this acquire() call may have installed, with the clock
+    # reading taken before each: a lost reply must not make us a stranger.
+    mine: dict[str, float] = field(default_factory=dict)
+
+    def forget_attempt(self) -> None:
+        """Drop what one acquire() call learned (kept only while it runs)."""
+        self.seen.clear()
+        self.mine.clear()
+        self.view = None
+
+    def reset(self) -> None:
+        """Back to "not held" without touching the filesystem."""
+        self.marker = None
+        self.counter = 0
+        self.stage = None
+        self.forget_attempt()
 
 
 @dataclass(slots=True)
@@ -150,7 +167,7 @@ class _View:
 
     owner: OwnerInfo
     lock_mtime_ns: int
-    at: float  # monotonic time of the inspection
+    at: float  # _clock() of the inspection
 
 
 class _AcquireReturn:
@@ -170,6 +187,18 @@ class _AcquireReturn:
         self.lock.release()
 
 
+def _clock() -> float:
+    """Seconds on a clock that keeps counting while the host is suspended.
+
+    A holder's lease is counted on it: with CLOCK_MONOTONIC, a laptop or VM
+    suspended past its lease would wake up still trusting it.
+    """
+    return time.clock_gettime(_BOOTTIME)
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
 class MkdirLock:
     """A lease lock on a shared directory, safe across hosts, PID namespaces and skewed clocks.
 
@@ -184,9 +213,14 @@ class MkdirLock:
     then its :meth:`refresh` and :meth:`release` raise
     :class:`~fssession.LockLost` without touching the new holder's lock.
 
-    *fs_slack* is how stale the filesystem may show a directory's attributes
-    (its attribute cache, in seconds).  The holder stops trusting its lease
-    that long before contenders may judge it expired (:attr:`lease_remaining`).
+    *fs_slack* bounds how late this filesystem may show a directory's
+    attributes (its attribute cache), plus, where timestamps come from the
+    clients' clocks rather than the server's (GlusterFS with its ``ctime``
+    feature, CephFS), the clock skew between hosts.  The holder stops
+    trusting its lease that long before contenders may judge it expired
+    (:attr:`lease_remaining`).  With ``server_clock=False`` no timestamp is
+    trusted at all: a holder on another host is then judged only by a
+    contender that watched its marker unchanged for a whole lease.
     """
 
     def __init__(
@@ -200,18 +234,21 @@ class MkdirLock:
         blocking: bool = True,
         thread_local: bool = True,
         fs_slack: float = 1.0,
+        server_clock: bool = True,
         mode: int = 0o700,
     ) -> None:
-        if lease <= 0 or fs_slack < 0 or poll_interval <= 0 or max_poll_interval < poll_interval:
-            raise ValueError("lease and poll intervals must be positive, fs_slack >= 0")
+        if poll_interval <= 0 or max_poll_interval < poll_interval:
+            raise ValueError("poll intervals must be positive, max_poll_interval >= poll_interval")
+        if fs_slack < 0 or lease <= fs_slack:
+            raise ValueError("need 0 <= fs_slack < lease")
         self._path = os.fspath(lock_file)
-        self._parent, self._base = os.path.split(os.path.abspath(self._path))
         self.timeout = timeout
         self.blocking = blocking
         self.lease = float(lease)
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.fs_slack = fs_slack
+        self.server_clock = server_clock
         self.mode = mode
         self._thread_local = thread_local
         # How often a waiter re-lists the lock directory (each listing is
@@ -219,16 +256,25 @@ class MkdirLock:
         self._inspect_every = min(0.25, self.lease / 8)
         self._local = threading.local()
         self._shared = _Context()
-        self._guard = threading.RLock()  # serialises a shared context between threads
+        # Serialises every use of the shared context when not thread-local.
+        self._guard: threading.RLock | _NullContext = _NULL if thread_local else threading.RLock()
 
     # ------------------------------------------------------------------ state
     @property
     def _ctx(self) -> _Context:
         if not self._thread_local:
-            return self._shared
-        ctx: _Context | None = getattr(self._local, "ctx", None)
-        if ctx is None:
-            ctx = self._local.ctx = _Context()
+            ctx = self._shared
+        else:
+            found: _Context | None = getattr(self._local, "ctx", None)
+            ctx = found if found is not None else self._new_local()
+        if ctx.marker is not None and ctx.pid != os.getpid():
+            # Inherited through fork(): the parent holds the lock, not us.
+            ctx.reset()
+        return ctx
+
+    def _new_local(self) -> _Context:
+        ctx = _Context()
+        self._local.ctx = ctx
         return ctx
 
     @property
@@ -256,14 +302,14 @@ class MkdirLock:
     def lease_remaining(self) -> float:
         """Seconds this hold may still be trusted without :meth:`refresh` (0 when not held).
 
-        Counted on this process's monotonic clock from just before the file
-        server stamped the lease, less *fs_slack*: contenders cannot judge the
-        lease expired before this reaches zero.
+        Counted on this host's boot clock (it counts suspended time) from just
+        before the file server stamped the lease, less *fs_slack*: contenders
+        cannot judge the lease expired before this reaches zero.
         """
         ctx = self._ctx
         if ctx.marker is None:
             return 0.0
-        left = ctx.lease_base + self.lease * (1 - _DRIFT) - self.fs_slack - time.monotonic()
+        left = ctx.lease_base + self.lease * (1 - _DRIFT) - self.fs_slack - _clock()
         return max(0.0, left)
 
     # ---------------------------------------------------------------- acquire
@@ -285,124 +331,175 @@ class MkdirLock:
         timeout = self.timeout if timeout is None else timeout
         blocking = self.blocking if blocking is None else blocking
         delay = self.poll_interval if poll_interval is None else poll_interval
-        with self._guard if not self._thread_local else _NULL:
-            ctx = self._ctx
-            if ctx.marker is not None:
-                ctx.counter += 1
-                return _AcquireReturn(self)
-            start = time.monotonic()
-            deadline = None if timeout is None or timeout < 0 or timeout == float("inf") else start + timeout
-            quick_retries = 0
-            holder: str | None = None
-            try:
-                while True:
-                    tried = time.monotonic()
+        start = _clock()
+        deadline = None if timeout is None or timeout < 0 or timeout == float("inf") else start + timeout
+        quick_retries = 0
+        holder: str | None = None
+        while True:
+            with self._guard:
+                ctx = self._ctx
+                if ctx.marker is not None:  # re-entrant (per thread, or shared when not thread-local)
+                    ctx.counter += 1
+                    return _AcquireReturn(self)
+                tried = _clock()
+                try:
                     outcome, holder = self._attempt(ctx)
-                    cost = time.monotonic() - tried
-                    if outcome == "won":
+                except BaseException:
+                    self._abandon(ctx)
+                    raise
+                cost = _clock() - tried
+                if outcome == "won":
+                    ctx.counter = 1
+                    ctx.forget_attempt()
+                    return _AcquireReturn(self)
+                now = _clock()
+                give_up = (
+                    not blocking
+                    or (deadline is not None and now >= deadline)
+                    or (cancel_check is not None and cancel_check())
+                )
+                if give_up and not (outcome == "retry-now" and quick_retries < 8):
+                    if self._published_after_all(ctx):
                         ctx.counter = 1
+                        ctx.forget_attempt()
                         return _AcquireReturn(self)
-                    if outcome == "retry-now" and quick_retries < 8:
-                        # The lock looked occupied but was not there (a
-                        # create that nobody won, a release in flight).
-                        quick_retries += 1
-                        continue
-                    now = time.monotonic()
-                    if not blocking or (deadline is not None and now >= deadline):
-                        raise LockTimeout(self._path, holder, now - start)
-                    if cancel_check is not None and cancel_check():
-                        raise LockTimeout(self._path, holder, now - start)
-                    # Exponential backoff with jitter, capped in proportion to
-                    # what a try costs here: a waiter sleeps at least 20 times
-                    # as long as it spends trying (no busy spinning, bounded
-                    # load on a file server), yet on a fast disk it does not
-                    # sleep 50 ms while others take the lock thousands of
-                    # times (that is how waiters starve).
-                    cap = min(self.max_poll_interval, max(_MIN_CAP, 20 * cost))
-                    sleep = random.uniform(delay / 2, delay)
-                    if deadline is not None:
-                        sleep = min(sleep, max(0.0, deadline - now))
-                    time.sleep(sleep)
-                    delay = min(delay * 2, cap)
-            finally:
-                if ctx.marker is None:
+                    self._abandon(ctx)
+                    raise LockTimeout(self._path, holder, now - start)
+            if outcome == "retry-now" and quick_retries < 8:
+                # The lock looked occupied but was not there (a create that
+                # nobody won, a release in flight): try again at once.
+                quick_retries += 1
+                continue
+            # Exponential backoff with jitter, capped in proportion to what a
+            # try costs here: a waiter sleeps at least 20 times as long as it
+            # spends trying (no busy spinning, bounded load on a file server),
+            # yet on a fast disk it does not sleep 50 ms while others take the
+            # lock thousands of times (that is how waiters starve).
+            cap = min(self.max_poll_interval, max(_MIN_CAP, 20 * cost))
+            sleep = random.uniform(delay / 2, delay)
+            if deadline is not None:
+                sleep = min(sleep, max(0.0, deadline - now))
+            time.sleep(sleep)
+            delay = min(delay * 2, cap)
+
+    def _published_after_all(self, ctx: _Context) -> bool:
+        """Before giving up: did one of our publishes or take-overs land although it reported failure?
+
+        Without this check such a lock would stay held by a marker that
+        nobody knows is theirs until its lease ran out.
+        """
+        names = _listing(self._path)
+        for name in names or ():
+            if name in ctx.mine:
+                self._won(ctx, name, stage_consumed=name == ctx.stage_marker)
+                if ctx.stage is not None:
                     self._discard_stage(ctx)
-                ctx.seen.clear()
-                ctx.view = None
+                return True
+        return False
+
+    def _abandon(self, ctx: _Context) -> None:
+        """Give up an acquire() call: remove our stage, forget what we saw."""
+        if ctx.marker is None:
+            self._discard_stage(ctx)
+        ctx.forget_attempt()
 
     def _attempt(self, ctx: _Context) -> tuple[str, str | None]:
         """One try.  Returns ("won" | "held" | "retry-now", holder description)."""
-        self._prepare_stage(ctx)
+        if self._prepare_stage(ctx):
+            return "won", None
         assert ctx.stage is not None
-        target_marker = os.path.join(self._path, ctx.stage_marker)
+        marker = ctx.stage_marker
         try:
             os.rename(ctx.stage, self._path)
         except OSError as exc:
             code = exc.errno
             if code in _FATAL:
                 raise StorageError.from_oserror(exc, self._path) from exc
-            if code in _AMBIGUOUS and _lexists(target_marker):
-                return self._won(ctx, ctx.stage_marker, ctx.stage_base, stage_consumed=True), None
-            if code in _AMBIGUOUS and not _lexists(ctx.stage):
-                ctx.stage = None  # our stage vanished (a reaper?): prepare a new one
-                return "retry-now", None
-            if code not in _OCCUPIED and code not in _AMBIGUOUS:
+            if code in _AMBIGUOUS:
+                there = _exists(os.path.join(self._path, marker))
+                if there:
+                    return self._won(ctx, marker, stage_consumed=True), None
+                if there is False and _exists(ctx.stage) is False:
+                    ctx.stage = None  # our stage vanished (a reaper?): prepare a new one
+                    return "retry-now", None
+            elif code not in _OCCUPIED:
                 raise StorageError.from_oserror(exc, self._path) from exc
             return self._contend(ctx)
-        return self._won(ctx, ctx.stage_marker, ctx.stage_base, stage_consumed=True), None
+        return self._won(ctx, marker, stage_consumed=True), None
 
-    def _won(self, ctx: _Context, marker: str, base: float, *, stage_consumed: bool) -> str:
+    def _won(self, ctx: _Context, marker: str, *, stage_consumed: bool) -> str:
         ctx.marker = marker
-        ctx.lease_base = base
+        ctx.lease_base = ctx.mine[marker]
         ctx.pid = os.getpid()
         if stage_consumed:
             ctx.stage = None
         return "won"
 
-    def _prepare_stage(self, ctx: _Context) -> None:
+    def _prepare_stage(self, ctx: _Context) -> bool:
+        """Have a stage ready to publish; True if an earlier publish turns out to have succeeded."""
         if ctx.stage is not None:
             # A stage prepared long ago would give the new lock an old mtime,
             # making it look stale to others the moment it is published.
-            if time.monotonic() - ctx.stage_base > min(1.0, self.lease / 8):
-                self._bump_stage(ctx)
-            return
+            if _clock() - ctx.stage_base > min(1.0, self.lease / 8):
+                published = self._bump_stage(ctx)
+                if published:
+                    self._won(ctx, published, stage_consumed=True)
+                    return True
+            if ctx.stage is not None:
+                return False
         ctx.token = secrets.token_hex(16)
         ctx.beat = 0
-        ctx.stage_marker = _marker_name(ctx.token, 0, self.lease, current_identity())
+        marker = _marker_name(ctx.token, 0, self.lease, current_identity())
         stage = f"{self._path}{STAGE_INFIX}{ctx.token}"
-        base = time.monotonic()
+        base = _clock()
         try:
             os.mkdir(stage, self.mode)
         except FileExistsError as exc:
-            # A random name cannot exist: this is a mount that reports EEXIST
-            # for everything it refuses (sshfs on a full or read-only export).
-            raise StorageError(errno.EIO, "the filesystem refused to create a directory", stage) from exc
+            # A random name cannot exist, unless our own mkdir went through and
+            # its reply was lost; otherwise this is a mount that says EEXIST for
+            # everything it refuses (sshfs on a full or read-only export).
+            if not _is_empty_dir(stage):
+                raise StorageError(errno.EIO, "the filesystem refused to create a directory", stage) from exc
         except OSError as exc:
             raise StorageError.from_oserror(exc, stage) from exc
         ctx.stage = stage
+        ctx.stage_marker = marker
+        ctx.mine[marker] = base
         try:
-            os.symlink(_LINK_TARGET, os.path.join(stage, ctx.stage_marker))
+            os.symlink(_LINK_TARGET, os.path.join(stage, marker))
+        except FileExistsError:
+            pass  # our own symlink, whose reply was lost: the name is unique to us
         except OSError as exc:
             self._discard_stage(ctx)
             raise StorageError.from_oserror(exc, stage) from exc
-        ctx.stage_base, ctx.stamped_after, ctx.anchor = base, time.monotonic(), None
+        ctx.stage_base, ctx.stamped_after, ctx.anchor = base, _clock(), None
+        return False
 
-    def _bump_stage(self, ctx: _Context) -> None:
-        """Rename our stage marker so the server stamps the stage with its current time."""
+    def _bump_stage(self, ctx: _Context) -> str | None:
+        """Rename our stage marker so the server stamps the stage with its current time.
+
+        Returns the marker name if it turns out the stage was already
+        published as the lock (a publish whose reply was lost).
+        """
         assert ctx.stage is not None
+        old = ctx.stage_marker
         ctx.beat += 1
-        new = _with_beat(ctx.stage_marker, ctx.beat)
-        base = time.monotonic()
+        new = _with_beat(old, ctx.beat)
+        base = _clock()
+        ctx.mine[new] = base
         try:
-            os.rename(os.path.join(ctx.stage, ctx.stage_marker), os.path.join(ctx.stage, new))
+            os.rename(os.path.join(ctx.stage, old), os.path.join(ctx.stage, new))
         except OSError as exc:
-            if not _lexists(os.path.join(ctx.stage, new)):
-                ctx.stage = None  # gone or broken: prepare a fresh one next time
+            if _exists(os.path.join(ctx.stage, new)) is not True:
                 if exc.errno in _FATAL:
                     raise StorageError.from_oserror(exc, self._path) from exc
-                return
+                if _exists(os.path.join(self._path, old)):
+                    return old  # the stage is the lock already
+                ctx.stage = None  # gone or broken: prepare a fresh one next time
+                return None
         ctx.stage_marker = new
-        ctx.stage_base, ctx.stamped_after, ctx.anchor = base, time.monotonic(), None
+        ctx.stage_base, ctx.stamped_after, ctx.anchor = base, _clock(), None
+        return None
 
     def _discard_stage(self, ctx: _Context) -> None:
         if ctx.stage is None:
@@ -423,7 +520,7 @@ class MkdirLock:
         view is safe: the take-over renames the marker by the exact name seen,
         which fails if anything changed since.
         """
-        now = time.monotonic()
+        now = _clock()
         view = ctx.view
         if view is None or now - view.at >= self._inspect_every:
             outcome = self._inspect(ctx)
@@ -435,7 +532,7 @@ class MkdirLock:
         # The holder's own recorded lease: it is what the holder fences itself by.
         lease = owner.lease * (1 + _DRIFT)
         watched = now - ctx.seen.setdefault(owner.name, view.at)
-        age = self._server_age(ctx, view.lock_mtime_ns, now)
+        age = self._server_age(ctx, view.lock_mtime_ns, now) if self.server_clock else None
         held_for = f"{age:.1f} s" if age is not None else f"at least {watched:.1f} s"
         holder = f"{owner.describe()}, held for {held_for} (lease {owner.lease:g} s)"
         if is_dead_here(owner.owner) or watched > lease or (age is not None and age > lease):
@@ -454,28 +551,30 @@ class MkdirLock:
                 raise LockError(f"{self._path!r} exists and is not a lock directory") from exc
             raise StorageError.from_oserror(exc, self._path) from exc
         try:
-            # fstat after open: opening revalidates the directory's attributes
-            # (close-to-open), so its mtime is at least as fresh as the listing.
-            lock_mtime = os.fstat(fd).st_mtime_ns
             names = os.listdir(fd)
+            # The mtime is read after the listing, so it is never older than
+            # the change that produced any name listed (a renewal that lands
+            # between the two makes the lock look younger, which is safe).
+            lock_mtime = os.fstat(fd).st_mtime_ns
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ESTALE):
                 return "retry-now", None
             raise StorageError.from_oserror(exc, self._path) from exc
         finally:
             os.close(fd)
-        if ctx.stage_marker in names:  # our publish went through; its reply was lost
-            return self._won(ctx, ctx.stage_marker, ctx.stage_base, stage_consumed=True), None
-        owners = [self._owner_of(name) for name in names if name.startswith(OWNER_PREFIX)]
+        owners = [name for name in names if name.startswith(OWNER_PREFIX)]
+        for name in owners:
+            if name in ctx.mine:  # a publish or take-over of ours whose reply was lost
+                return self._won(ctx, name, stage_consumed=name == ctx.stage_marker), None
         if not owners:
             self._clear_ownerless(names)
             return "retry-now", None
         if len(owners) > 1:  # cannot happen under the protocol; never guess which is live
             log.warning("lock %s has %d owner markers: %s", self._path, len(owners), names)
-            return "held", owners[0].describe()
+            return "held", self._owner_of(owners[0]).describe()
         if len(ctx.seen) > 64:
             ctx.seen.clear()
-        ctx.view = _View(owners[0], lock_mtime, time.monotonic())
+        ctx.view = _View(self._owner_of(owners[0]), lock_mtime, _clock())
         return None
 
     def _owner_of(self, name: str) -> OwnerInfo:
@@ -512,17 +611,17 @@ class MkdirLock:
         """Replace the stale *owner* by renaming its marker, by exact name, to ours."""
         ctx.beat += 1
         ours = _with_beat(ctx.stage_marker, ctx.beat)
-        base = time.monotonic()
+        ctx.mine[ours] = _clock()
         try:
             os.rename(os.path.join(self._path, owner.name), os.path.join(self._path, ours))
         except OSError as exc:
             if exc.errno in _FATAL:
                 raise StorageError.from_oserror(exc, self._path) from exc
-            if not _lexists(os.path.join(self._path, ours)):
-                return "retry-now"  # someone else took over (or renewed) first
+            if _exists(os.path.join(self._path, ours)) is not True:
+                return "retry-now"  # someone else took over (or it renewed) first; or look again
         log.info("took over lock %s from stale holder %s", self._path, owner.describe())
         self._discard_stage(ctx)
-        return self._won(ctx, ours, base, stage_consumed=False)
+        return self._won(ctx, ours, stage_consumed=False)
 
     def _clear_ownerless(self, names: list[str]) -> None:
         """Remove what a crash left in a lock directory that has no owner marker.
@@ -548,31 +647,57 @@ class MkdirLock:
     def _require_held(self, ctx: _Context) -> str:
         if ctx.marker is None:
             raise RuntimeError(f"lock {self._path!r} is not held by this {'thread' if self._thread_local else 'lock'}")
-        if ctx.pid != os.getpid():
-            raise RuntimeError("a lock acquired before fork() cannot be used in the child")
         return ctx.marker
 
     def _lost(self, ctx: _Context, what: str) -> LockLost:
-        ctx.marker = None
-        ctx.counter = 0
+        ctx.reset()
         return LockLost(f"lock {self._path!r} was taken over by another holder before {what}")
+
+    def _rename_marker(self, src: str, dst: str) -> None:
+        """Rename an entry of the lock directory by exact name; OSError only if it truly failed.
+
+        Seen on GlusterFS under contention: a rename by path fails with ENOENT
+        for a second or two although the entry is there (the client resolves
+        the name through a stale view of a lock directory of the same name
+        that was replaced).  So ENOENT is believed only when two listings of
+        the directory, taken apart, both lack the source; otherwise the
+        rename is retried for as long as such a cache may be stale.
+        """
+        src_path, dst_path = os.path.join(self._path, src), os.path.join(self._path, dst)
+        deadline = _clock() + 2 * self.fs_slack + 2.0
+        absent = 0
+        while True:
+            try:
+                os.rename(src_path, dst_path)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                    raise
+                failure = exc
+            names = _listing(self._path)
+            if names is not None and dst in names:
+                return  # it did happen: the reply was lost
+            absent = absent + 1 if names is not None and src not in names else 0
+            if absent >= 2 or _clock() > deadline:
+                raise failure
+            time.sleep(0.1)
 
     def refresh(self) -> None:
         """Renew the lease for another *lease* seconds; :class:`LockLost` if it was taken over."""
-        ctx = self._ctx
-        marker = self._require_held(ctx)
-        ctx.beat += 1
-        new = _with_beat(marker, ctx.beat)
-        base = time.monotonic()
-        try:
-            os.rename(os.path.join(self._path, marker), os.path.join(self._path, new))
-        except OSError as exc:
-            if not _lexists(os.path.join(self._path, new)):
+        with self._guard:
+            ctx = self._ctx
+            marker = self._require_held(ctx)
+            ctx.beat += 1
+            new = _with_beat(marker, ctx.beat)
+            base = _clock()
+            try:
+                self._rename_marker(marker, new)
+            except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ESTALE):
                     raise self._lost(ctx, "refresh()") from exc
                 raise StorageError.from_oserror(exc, self._path) from exc
-        ctx.marker = new
-        ctx.lease_base = base
+            ctx.marker = new
+            ctx.lease_base = base
 
     def release(self, force: bool = False) -> None:
         """Release one level of the lock (all levels with *force*).
@@ -580,34 +705,29 @@ class MkdirLock:
         The last level removes the lock.  Raises :class:`LockLost` if the lock
         was taken over in the meantime; the new holder's lock is left alone.
         """
-        ctx = self._ctx
-        if ctx.marker is None:
-            return
-        ctx.counter -= 1
-        if ctx.counter > 0 and not force:
-            return
-        marker = self._require_held(ctx)
-        released = os.path.join(self._path, f"{RELEASED_PREFIX}{ctx.token}")
-        try:
-            # By exact name: fails if a contender renamed our marker away.
-            os.rename(os.path.join(self._path, marker), released)
-        except OSError as exc:
-            if not _lexists(released):
+        with self._guard:
+            ctx = self._ctx
+            if ctx.marker is None:
+                return
+            if ctx.counter > 1 and not force:
+                ctx.counter -= 1
+                return
+            marker = self._require_held(ctx)
+            released_name = f"{RELEASED_PREFIX}{ctx.token}"
+            released = os.path.join(self._path, released_name)
+            try:
+                # By exact name: fails if a contender renamed our marker away.
+                self._rename_marker(marker, released_name)
+            except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ESTALE):
                     raise self._lost(ctx, "release()") from exc
-                ctx.counter = 1  # still ours: the caller may retry the release
-                raise StorageError.from_oserror(exc, self._path) from exc
-        ctx.marker = None
-        ctx.counter = 0
-        # The lock is free from here on.  Removing the leftovers may race a
-        # new holder, which is harmless: unlink takes only our own name, and
-        # rmdir fails on a directory that holds someone's marker.
-        try:
-            os.unlink(released)
-            os.rmdir(self._path)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ESTALE, errno.EBUSY, errno.EPERM):
-                log.warning("could not clean up released lock %s: %s", self._path, exc)
+                raise StorageError.from_oserror(exc, self._path) from exc  # still held: may retry
+            ctx.reset()
+        # The lock is free from here on.  Removing the leftovers may race a new
+        # holder, which is harmless: unlink takes only our own name, and rmdir
+        # fails on a directory that holds someone's marker.
+        _quietly(os.unlink, released)
+        _quietly(os.rmdir, self._path)
 
     def __enter__(self) -> MkdirLock:
         self.acquire()
@@ -633,12 +753,42 @@ class _NullContext:
 _NULL = _NullContext()
 
 
-def _lexists(path: str) -> bool:
+def _exists(path: str) -> bool | None:
+    """True or False when the filesystem says so; None when it could not tell (EIO, ESTALE...)."""
     try:
         os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _listing(path: str) -> list[str] | None:
+    """The names in a directory, or None if it cannot be listed."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return None
+
+
+def _is_empty_dir(path: str) -> bool:
+    try:
+        return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
     except OSError:
         return False
-    return True
+
+
+_EXPECTED_CLEANUP = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ESTALE, errno.EBUSY, errno.EPERM})
+
+
+def _quietly(op: Callable[[str], None], path: str) -> None:
+    """Best-effort cleanup after a release: expected races are silent, anything else is logged."""
+    try:
+        op(path)
+    except OSError as exc:
+        if exc.errno not in _EXPECTED_CLEANUP:
+            log.warning("could not clean up %s: %s", path, exc)
 
 
 def _remove_tree_quietly(path: str) -> None:
@@ -695,6 +845,9 @@ def remove_litter(directory: str | os.PathLike[str], min_age: float = 300.0) -> 
     removed = 0
     with os.scandir(directory) as entries:
         for entry in entries:
+            if entry.name.startswith(TRASH_PREFIX) and entry.is_dir(follow_symlinks=False):
+                _remove_tree_quietly(entry.path)  # a crashed sweep's leftovers
+                continue
             head, sep, token = entry.name.rpartition(STAGE_INFIX)
             if not sep or not head or len(token) != 32 or not entry.is_dir(follow_symlinks=False):
                 continue
@@ -703,6 +856,14 @@ def remove_litter(directory: str | os.PathLike[str], min_age: float = 300.0) -> 
             except OSError:
                 continue
             if age > min_age:
-                _remove_tree_quietly(entry.path)
+                # Rename first: a waiter that wakes up and publishes this stage
+                # must find it gone (ENOENT) rather than half-emptied.
+                trash = os.path.join(os.fspath(directory), f"{TRASH_PREFIX}{secrets.token_hex(8)}")
+                try:
+                    os.rename(entry.path, trash)
+                except OSError:
+                    continue  # published or removed meanwhile: not ours to touch
+                _remove_tree_quietly(trash)
                 removed += 1
+
     return removed

@@ -7,6 +7,7 @@ all processes on this machine are comparable whatever their skew.
 
 Commands (one JSON line of results on stdout at the end):
   hammer LOCK OUT N HOLD   acquire/release N times, holding HOLD seconds each
+  stress LOCK OUT SECONDS   hammer for SECONDS with 5 s waits; count timeouts and LockLost
   hold LOCK                acquire, print "HELD <token>", then wait for a line on stdin:
                              "release" -> release and print the outcome
                              "refresh" -> refresh and print the outcome
@@ -68,6 +69,30 @@ def hammer(path: str, out: str, n: int, hold: float) -> None:
     print(json.dumps({"done": n, "lost": lost}), flush=True)
 
 
+def stress(path: str, out: str, seconds: float) -> None:
+    """Hammer for a while with short waits, as web requests would: count timeouts and losses."""
+    lock = _lock(path)
+    holds = timeouts = lost = 0
+    end = time.monotonic() + seconds
+    with open(out, "a", buffering=1) as f:
+        while time.monotonic() < end:
+            try:
+                lock.acquire(timeout=5)
+            except LockTimeout:
+                timeouts += 1
+                continue
+            start = raw_monotonic_ns()
+            token = lock.token
+            end_ns = raw_monotonic_ns()
+            try:
+                lock.release()
+            except LockLost:
+                lost += 1
+            holds += 1
+            f.write(f"{start} {end_ns} {token}\n")
+    print(json.dumps({"holds": holds, "timeouts": timeouts, "lost": lost}), flush=True)
+
+
 def hold(path: str) -> None:
     lock = _lock(path)
     lock.acquire()
@@ -105,6 +130,8 @@ def main(argv: list[str]) -> None:
     cmd = argv[0]
     if cmd == "hammer":
         hammer(argv[1], argv[2], int(argv[3]), float(argv[4]))
+    elif cmd == "stress":
+        stress(argv[1], argv[2], float(argv[3]))
     elif cmd == "hold":
         hold(argv[1])
     elif cmd == "try":
