@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = str(ROOT / "tests" / "lockworker.py")
@@ -82,6 +83,23 @@ def descendant_running(proc: subprocess.Popen[str], marker: str = "lockworker.py
             stack.extend(int(c) for c in children)
         time.sleep(0.02)
     raise AssertionError("worker process not found under the wrapper")
+
+
+def gate_take_over(before: Callable[[], object]) -> None:
+    """In this (child) process, call *before* between judging a lock stale and acting on it.
+
+    This is how tests force two contenders to act on the same judgement at
+    once, or a slow one to act after a fast one.
+    """
+    from fssession import MkdirLock
+
+    original = MkdirLock._take_over
+
+    def gated(self: MkdirLock, ctx: Any, owner: Any) -> str:
+        before()
+        return original(self, ctx, owner)
+
+    MkdirLock._take_over = gated  # type: ignore[method-assign]
 
 
 def kill_hard(pid: int) -> None:

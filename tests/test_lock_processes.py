@@ -22,7 +22,7 @@ import pytest
 from fssession import LockLost, LockTimeout, MkdirLock
 from fssession import lock as lockmod
 from fssession.lock import read_owner
-from tests.lockhelpers import finish, overlaps, read_intervals, read_line, send, spawn, worker_argv
+from tests.lockhelpers import finish, gate_take_over, overlaps, read_intervals, read_line, send, spawn, worker_argv
 
 FORK = mp.get_context("fork")
 
@@ -120,13 +120,7 @@ def _plant_dead_holder(lockpath: Path) -> str:
 def _racer(
     lockpath: str, before: Callable[[], None], results: Any, hold_until: Any, name: str
 ) -> None:  # pragma: no cover - runs in a child process
-    original = MkdirLock._take_over
-
-    def gated(self: MkdirLock, ctx: Any, owner: Any) -> str:
-        before()
-        return original(self, ctx, owner)
-
-    MkdirLock._take_over = gated  # type: ignore[method-assign]
+    gate_take_over(before)
     lock = MkdirLock(lockpath, lease=30)
     try:
         lock.acquire(timeout=0)

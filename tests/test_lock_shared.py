@@ -26,6 +26,7 @@ from tests.fsbed import SharedFS, hostsim_available
 from tests.lockhelpers import (
     descendant_running,
     finish,
+    gate_take_over,
     overlaps,
     read_intervals,
     read_line,
@@ -175,13 +176,7 @@ def test_stopped_holder_is_fenced_across_mounts(shared_fs: SharedFS, hostsim: Ho
 
 
 def _breaker(lockpath: str, barrier: Any, out: Any) -> None:  # pragma: no cover - child process
-    original = MkdirLock._take_over
-
-    def gated(self: MkdirLock, ctx: Any, owner: Any) -> str:
-        barrier.wait(60)
-        return original(self, ctx, owner)
-
-    MkdirLock._take_over = gated  # type: ignore[method-assign]
+    gate_take_over(lambda: barrier.wait(60))
     lock = MkdirLock(lockpath, lease=30)
     try:
         lock.acquire(timeout=0)
