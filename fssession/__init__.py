@@ -3,15 +3,31 @@
 The public face of the package; everything else is an implementation detail.
 """
 
-from .errors import LockError, LockLost, LockTimeout, SessionError, StorageError
+from .errors import (
+    InvalidSessionId,
+    LockError,
+    LockLost,
+    LockTimeout,
+    SessionError,
+    SessionNotFound,
+    SessionTooLarge,
+    StorageError,
+    TamperedSession,
+)
 from .lock import MkdirLock
+from .store import SessionStore
 
 __all__ = [
+    "InvalidSessionId",
     "LockError",
     "LockLost",
     "LockTimeout",
     "MkdirLock",
     "SessionError",
+    "SessionNotFound",
+    "SessionStore",
+    "SessionTooLarge",
     "StorageError",
+    "TamperedSession",
 ]
 __version__ = "0.1.0"

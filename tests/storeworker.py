@@ -1,0 +1,42 @@
+"""A SessionStore client run as a separate process by the store tests.
+
+incr ROOT SID N      N locked increments of data["n"]; prints {"done": N}
+churn ROOT SID...    edits the sessions round-robin forever (until killed)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fssession import SessionStore
+
+KEY = "test-secret-key-0123456789"
+
+
+def main(argv: list[str]) -> None:
+    cmd, root = argv[0], argv[1]
+    store = SessionStore(root, secret_key=KEY, lock_timeout=120, lease=30)
+    if cmd == "incr":
+        sid, n = argv[2], int(argv[3])
+        for _ in range(n):
+            with store.edit(sid) as data:
+                data["n"] = data.get("n", 0) + 1
+        print(json.dumps({"done": n}), flush=True)
+    elif cmd == "churn":
+        sids = argv[2:]
+        i = 0
+        while True:
+            with store.edit(sids[i % len(sids)]) as data:
+                data["n"] = data.get("n", 0) + 1
+                data["blob"] = os.urandom(2000 + (i % 7) * 3000).hex()
+            i += 1
+    else:
+        raise SystemExit(f"unknown command {cmd!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
