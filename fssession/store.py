@@ -366,7 +366,11 @@ class SessionStore:
 
 
 def _read_all(fd: int, size: int) -> bytes:
-    """Read what fstat promised and one byte more: a longer file fails verification as extended."""
+    """Read the file: one read of size+1 bytes normally suffices (a short count is end of file).
+
+    A file longer than fstat said comes back with size+1 bytes and then fails
+    verification as extended.
+    """
     chunks, total = [], 0
     while total <= size:
         chunk = os.read(fd, size + 1 - total)
@@ -374,6 +378,8 @@ def _read_all(fd: int, size: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
+        if total == size:
+            break  # a regular file returned all it had: a further read would only say EOF
     return b"".join(chunks)
 
 
