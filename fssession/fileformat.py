@@ -107,7 +107,7 @@ def encode(
         MAGIC, VERSION, 0, keyring.signing_id, generation, created, expires_at, idle_timeout, len(payload)
     )
     body = header + payload
-    return body + hmac.new(keyring.signing_key, body, hashlib.sha256).digest()
+    return body + hmac.digest(keyring.signing_key, body, "sha256")
 
 
 def read_header(blob: bytes) -> Header:
@@ -134,7 +134,7 @@ def decode(blob: bytes, keyring: Keyring) -> tuple[Header, dict[str, Any]]:
     if key is None:
         raise TamperedSession("session file signed by an unknown key")
     body, mac = blob[:-MAC_SIZE], blob[-MAC_SIZE:]
-    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), mac):
+    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), mac):
         raise TamperedSession("session file signature does not match")
     try:
         data = pickle.loads(body[HEADER_SIZE:])

@@ -36,7 +36,7 @@ from .errors import (
     TamperedSession,
 )
 from .fileformat import HEADER_SIZE, MAC_SIZE, Header, Keyring, decode, encode
-from .ids import file_name, new_session_id, validate_session_id
+from .ids import file_name, new_session_id
 from .lock import MkdirLock, server_now
 
 __all__ = ["SessionStore"]
@@ -100,6 +100,8 @@ class SessionStore:
         except OSError as exc:
             raise StorageError.from_oserror(exc, self.root) from exc
         self._naming_key = self._load_naming_key()
+        self._root = os.fspath(self.root)
+        self._paths: dict[str, str] = {}  # recently used ids -> paths (validated, hashed once)
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -137,17 +139,22 @@ class SessionStore:
                     self._write_atomically(key_path, secrets.token_hex(32).encode() + b"\n")
         raise StorageError(errno.EIO, "could not read or create the naming key", str(key_path))
 
-    def _path(self, sid: str) -> Path:
-        name = file_name(validate_session_id(sid), self._naming_key)
-        return self.root / name[:2] / name
+    def _path(self, sid: str) -> str:
+        """The session file's path (a str: this is on every request's path, pathlib is slow)."""
+        path = self._paths.get(sid)
+        if path is None:
+            name = file_name(sid, self._naming_key)  # validates first: a bad id raises here
+            path = f"{self._root}/{name[:2]}/{name}"
+            if len(self._paths) >= 4096:
+                self._paths.clear()
+            self._paths[sid] = path
+        return path
 
-    def _lock(self, path: Path) -> MkdirLock:
-        return MkdirLock(
-            path.with_name(path.name + LOCK_SUFFIX), timeout=self.lock_timeout, lease=self.lease, fs_slack=self.fs_slack
-        )
+    def _lock(self, path: str) -> MkdirLock:
+        return MkdirLock(path + LOCK_SUFFIX, timeout=self.lock_timeout, lease=self.lease, fs_slack=self.fs_slack)
 
     # ------------------------------------------------------------- reading
-    def _read(self, path: Path) -> tuple[Header, dict[str, Any], float] | None:
+    def _read(self, path: str) -> tuple[Header, dict[str, Any], float] | None:
         """Verify and decode the file at *path*: (header, data, mtime), or None if there is none.
 
         A replace by another host can make the file look missing for a moment
@@ -157,7 +164,7 @@ class SessionStore:
         which says a file *was* there, for up to ``fs_slack`` seconds.
         """
         enoent_left = self.load_retries
-        give_up = time.monotonic() + max(self.fs_slack, 0.1)
+        give_up = float("inf")  # set at the first ESTALE (kept off the common path)
         delay = 0.002
         while True:
             blob = b""
@@ -165,26 +172,29 @@ class SessionStore:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise TamperedSession("a symlink where a session file should be", str(path)) from exc
+                    raise TamperedSession("a symlink where a session file should be", path) from exc
                 if exc.errno == errno.ENOENT:
                     enoent_left -= 1
                     if enoent_left <= 0:
                         return None
                 elif exc.errno != errno.ESTALE or time.monotonic() > give_up:
                     raise StorageError.from_oserror(exc, path) from exc
+                else:
+                    give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 continue
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    raise TamperedSession("not a regular file", str(path))
+                    raise TamperedSession("not a regular file", path)
                 if st.st_size > self.max_size + HEADER_SIZE + MAC_SIZE:
                     raise SessionTooLarge(f"session file of {st.st_size} bytes exceeds max_size: {path}")
                 blob = _read_all(fd, st.st_size)
             except OSError as exc:
                 if exc.errno != errno.ESTALE or time.monotonic() > give_up:
                     raise StorageError.from_oserror(exc, path) from exc
+                give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 continue
@@ -194,7 +204,7 @@ class SessionStore:
                 header, data = decode(blob, self.keyring)
             except TamperedSession as exc:
                 log.warning("refusing session file %s: %s", path, exc.reason)
-                raise TamperedSession(exc.reason, str(path)) from None
+                raise TamperedSession(exc.reason, path) from None
             return header, data, st.st_mtime
 
     def _expired(self, header: Header, mtime: float, now: float) -> bool:
@@ -219,17 +229,18 @@ class SessionStore:
         return data
 
     # ------------------------------------------------------------- writing
-    def _write_atomically(self, path: Path, blob: bytes, before_commit: Callable[[], None] | None = None) -> None:
+    def _write_atomically(self, path: str | Path, blob: bytes, before_commit: Callable[[], None] | None = None) -> None:
         """Write *blob* to a unique temp file beside *path*, then rename it over *path*.
 
         On any failure the previous version survives, the temp file is
         removed, and StorageError carries the errno.
         """
-        tmp = path.with_name(f"{path.name}{TMP_INFIX}{secrets.token_hex(8)}")
+        path = os.fspath(path)
+        tmp = f"{path}{TMP_INFIX}{secrets.token_hex(8)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode)
         except FileNotFoundError:
-            self._make_bucket(path.parent)
+            self._make_bucket(os.path.dirname(path))
             fd = self._open_new(tmp)
         except OSError as exc:
             raise StorageError.from_oserror(exc, tmp) from exc
@@ -258,15 +269,15 @@ class SessionStore:
                 raise StorageError.from_oserror(exc, path) from exc
             raise
         if self.durable:
-            _fsync_dir(path.parent)
+            _fsync_dir(os.path.dirname(path))
 
-    def _open_new(self, tmp: Path) -> int:
+    def _open_new(self, tmp: str) -> int:
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode)
         except OSError as exc:
             raise StorageError.from_oserror(exc, tmp) from exc
 
-    def _make_bucket(self, bucket: Path) -> None:
+    def _make_bucket(self, bucket: str) -> None:
         try:
             os.mkdir(bucket, self.dir_mode)
         except FileExistsError:
@@ -320,7 +331,7 @@ class SessionStore:
             raise SessionNotFound(sid)
         self._touch_path(path, now, strict=True)
 
-    def _touch_path(self, path: Path, now: float, *, strict: bool) -> None:
+    def _touch_path(self, path: str, now: float, *, strict: bool) -> None:
         # Sets the time on whatever version is current: a touch can never
         # bring back data that a concurrent edit replaced.
         try:
@@ -328,7 +339,7 @@ class SessionStore:
         except OSError as exc:
             if strict:
                 if exc.errno in _RETRYABLE:
-                    raise SessionNotFound(str(path)) from exc
+                    raise SessionNotFound(path) from exc
                 raise StorageError.from_oserror(exc, path) from exc
             log.debug("could not refresh the access time of %s: %s", path, exc)
 
@@ -391,7 +402,7 @@ def _close_read_only(fd: int) -> None:
         log.debug("closing a read-only descriptor: %s", exc)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -400,7 +411,7 @@ def _unlink_quietly(path: Path) -> None:
         log.warning("could not remove temp file %s: %s", path, exc)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
