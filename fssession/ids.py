@@ -6,7 +6,7 @@ only 4 bits, so 3 of every 4 characters there would decode to the same bytes;
 only the one canonical spelling is accepted).  Anything else is rejected
 before a path is built, so no id can traverse, contain a separator or a NUL.
 
-File names never contain the id: they are a keyed hash of it (HMAC-SHA256
+File names never contain the id: they are a keyed hash of it (keyed BLAKE2b
 under the store's naming key), so someone who can list the directory cannot
 learn live ids.
 """

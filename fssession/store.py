@@ -207,8 +207,12 @@ class SessionStore:
                 raise TamperedSession(exc.reason, path) from None
             return header, data, st.st_mtime
 
-    def _expired(self, header: Header, mtime: float, now: float) -> bool:
-        return header.expired(now, mtime)
+    def _read_live(self, path: str, sid: str) -> tuple[Header, dict[str, Any], float]:
+        """Like _read, but SessionNotFound for a missing or expired session (edit, touch, rotate)."""
+        found = self._read(path)
+        if found is None or found[0].expired(self.now(), found[2]):
+            raise SessionNotFound(sid)
+        return found
 
     def load(self, sid: str) -> dict[str, Any] | None:
         """The session's data, or None if it does not exist or expired.  Takes no lock.
@@ -222,7 +226,7 @@ class SessionStore:
             return None
         header, data, mtime = found
         now = self.now()
-        if self._expired(header, mtime, now):
+        if header.expired(now, mtime):
             return None
         if now - mtime > self.touch_interval:
             self._touch_path(path, now, strict=False)
@@ -313,11 +317,7 @@ class SessionStore:
         path = self._path(sid)
         lock = self._lock(path)
         with lock:
-            found = self._read(path)
-            now = self.now()
-            if found is None or self._expired(found[0], found[2], now):
-                raise SessionNotFound(sid)
-            header, data, _ = found
+            header, data, _ = self._read_live(path, sid)
             yield data
             blob = self._encode(data, header.generation + 1, header.created)
             self._write_atomically(path, blob, before_commit=lock.refresh)
@@ -325,11 +325,8 @@ class SessionStore:
     def touch(self, sid: str) -> None:
         """Extend the session's life without rewriting its data; :class:`SessionNotFound` if gone."""
         path = self._path(sid)
-        found = self._read(path)
-        now = self.now()
-        if found is None or self._expired(found[0], found[2], now):
-            raise SessionNotFound(sid)
-        self._touch_path(path, now, strict=True)
+        self._read_live(path, sid)
+        self._touch_path(path, self.now(), strict=True)
 
     def _touch_path(self, path: str, now: float, *, strict: bool) -> None:
         # Sets the time on whatever version is current: a touch can never
@@ -359,11 +356,7 @@ class SessionStore:
         """Move the session's data to a fresh id (e.g. at login); the old id stops working."""
         path = self._path(sid)
         with self._lock(path):
-            found = self._read(path)
-            now = self.now()
-            if found is None or self._expired(found[0], found[2], now):
-                raise SessionNotFound(sid)
-            header, data, _ = found
+            header, data, _ = self._read_live(path, sid)
             new_sid = new_session_id()
             self._write_atomically(self._path(new_sid), self._encode(data, 1, header.created))
             try:
