@@ -38,7 +38,15 @@ from types import TracebackType
 from ._identity import ProcessIdentity, current_identity, is_dead_here
 from .errors import LockError, LockLost, LockTimeout, StorageError
 
-__all__ = ["MkdirLock", "OwnerInfo", "read_owner", "remove_litter", "server_now"]
+__all__ = [
+    "MkdirLock",
+    "OwnerInfo",
+    "discard_litter_entry",
+    "is_litter_name",
+    "read_owner",
+    "remove_litter",
+    "server_now",
+]
 
 log = logging.getLogger("fssession.lock")
 
@@ -845,25 +853,41 @@ def remove_litter(directory: str | os.PathLike[str], min_age: float = 300.0) -> 
     removed = 0
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.startswith(TRASH_PREFIX) and entry.is_dir(follow_symlinks=False):
-                _remove_tree_quietly(entry.path)  # a crashed sweep's leftovers
-                continue
-            head, sep, token = entry.name.rpartition(STAGE_INFIX)
-            if not sep or not head or len(token) != 32 or not entry.is_dir(follow_symlinks=False):
-                continue
-            try:
-                age = now - entry.stat(follow_symlinks=False).st_mtime
-            except OSError:
-                continue
-            if age > min_age:
-                # Rename first: a waiter that wakes up and publishes this stage
-                # must find it gone (ENOENT) rather than half-emptied.
-                trash = os.path.join(os.fspath(directory), f"{TRASH_PREFIX}{secrets.token_hex(8)}")
-                try:
-                    os.rename(entry.path, trash)
-                except OSError:
-                    continue  # published or removed meanwhile: not ours to touch
-                _remove_tree_quietly(trash)
-                removed += 1
-
+            removed += discard_litter_entry(entry, now, min_age)
     return removed
+
+
+def is_litter_name(name: str) -> bool:
+    """Whether *name* is a lock's stage or a sweep's trash directory (what :func:`remove_litter` handles)."""
+    if name.startswith(TRASH_PREFIX):
+        return True
+    head, sep, token = name.rpartition(STAGE_INFIX)
+    return bool(sep and head and len(token) == 32)
+
+
+def discard_litter_entry(entry: os.DirEntry[str], now: float, min_age: float) -> int:
+    """Remove one abandoned stage (older than *min_age* on the server clock *now*) or trash directory.
+
+    Returns 1 if something was removed.  Used by :func:`remove_litter` and by
+    the reaper, which meets these entries while it streams a directory.
+    """
+    if not entry.is_dir(follow_symlinks=False) or not is_litter_name(entry.name):
+        return 0
+    if entry.name.startswith(TRASH_PREFIX):
+        _remove_tree_quietly(entry.path)  # a crashed sweep's leftovers
+        return 1
+    try:
+        age = now - entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0
+    if age <= min_age:
+        return 0
+    # Rename first: a waiter that wakes up and publishes this stage must find
+    # it gone (ENOENT) rather than half-emptied.
+    trash = os.path.join(os.path.dirname(entry.path), f"{TRASH_PREFIX}{secrets.token_hex(8)}")
+    try:
+        os.rename(entry.path, trash)
+    except OSError:
+        return 0  # published or removed meanwhile: not ours to touch
+    _remove_tree_quietly(trash)
+    return 1

@@ -1,19 +1,19 @@
 """SessionStore: signed pickled sessions in a shared directory; lock-free loads, locked edits.
 
-Layout under the store's root::
+What it keeps in the store's directory, and under which names: see
+``layout.py``; the file format: ``fileformat.py``.
 
-    .fssession-naming-key      the key that turns ids into file names (0600; never rotated)
-    ab/                        256 fan-out directories, by the first two hex digits of the name
-    ab/<64 hex>                a session file (see fileformat.py)
-    ab/<64 hex>.lock           its MkdirLock while an edit, delete or rotate runs
-    ab/<64 hex>.tmp-<token>    a write in progress (renamed over the session file to commit)
-
-Status: correct where a client that holds the lock reads what the previous
-holder committed (local disks, NFS with close-to-open, sshfs; on GlusterFS
-the stale reads seen in testing surfaced as ESTALE and were retried).  A
-GlusterFS client may still serve old bytes for about a second without an
-error; the fix (a lock that carries the committed generation) is designed in
-NOTES.md and not built yet.
+The stale read: a GlusterFS client can serve the version before the last
+commit for about a second after another client replaced the file, even to a
+reader that holds the lock, and without any error.  Holding the lock is not
+enough to know that one read the last commit, so every commit also leaves
+the generation it wrote in the session's beacon.  An editor, under the lock,
+renames the beacon to a name of its own (the file server resolves a rename
+by name, so no client cache answers for it) and reads its target; it then
+re-reads the session file until the file's signed header shows at least that
+generation.  When there is no beacon (a crash in the middle of an edit) it
+waits out the client caches instead (``fs_slack``, the bound the lock already
+assumes).
 """
 
 from __future__ import annotations
@@ -37,16 +37,18 @@ from .errors import (
 )
 from .fileformat import HEADER_SIZE, MAC_SIZE, Header, Keyring, decode, encode
 from .ids import file_name, new_session_id
+from .layout import GEN_CLAIM_INFIX, GEN_SUFFIX, LOCK_SUFFIX, NAMING_KEY_FILE, TMP_INFIX
 from .lock import MkdirLock, server_now
+from .reaper import ReapStats, reap
 
-__all__ = ["SessionStore"]
+__all__ = ["GEN_CLAIM_INFIX", "GEN_SUFFIX", "LOCK_SUFFIX", "TMP_INFIX", "SessionStore"]
 
 log = logging.getLogger("fssession.store")
 
-NAMING_KEY_FILE = ".fssession-naming-key"
-TMP_INFIX = ".tmp-"
-LOCK_SUFFIX = ".lock"
 _RETRYABLE = (errno.ENOENT, errno.ESTALE)
+# A handle to a version that another host replaced: NFS and GlusterFS say
+# ESTALE; GlusterFS also says EBADFD from fstat (seen under 4-host contention).
+_STALE_HANDLE = frozenset({errno.ESTALE, errno.EBADFD})
 
 
 class SessionStore:
@@ -151,7 +153,11 @@ class SessionStore:
         return path
 
     def _lock(self, path: str) -> MkdirLock:
-        return MkdirLock(path + LOCK_SUFFIX, timeout=self.lock_timeout, lease=self.lease, fs_slack=self.fs_slack)
+        # dir_mode: nodes running as other uids of the group must be able to
+        # judge and take over a dead holder's lock.
+        return MkdirLock(
+            path + LOCK_SUFFIX, timeout=self.lock_timeout, lease=self.lease, fs_slack=self.fs_slack, mode=self.dir_mode
+        )
 
     # ------------------------------------------------------------- reading
     def _read(self, path: str) -> tuple[Header, dict[str, Any], float] | None:
@@ -159,7 +165,7 @@ class SessionStore:
 
         A replace by another host can make the file look missing for a moment
         (sshfs: ENOENT) or its handle stale (NFS, GlusterFS: ESTALE, from
-        open, fstat, read or even close).  ENOENT is retried a few times
+        open, fstat, read or even close; GlusterFS: EBADFD from fstat).  ENOENT is retried a few times
         quickly (a session that really is missing must stay cheap); ESTALE,
         which says a file *was* there, for up to ``fs_slack`` seconds.
         """
@@ -177,7 +183,7 @@ class SessionStore:
                     enoent_left -= 1
                     if enoent_left <= 0:
                         return None
-                elif exc.errno != errno.ESTALE or time.monotonic() > give_up:
+                elif exc.errno not in _STALE_HANDLE or time.monotonic() > give_up:
                     raise StorageError.from_oserror(exc, path) from exc
                 else:
                     give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
@@ -192,7 +198,7 @@ class SessionStore:
                     raise SessionTooLarge(f"session file of {st.st_size} bytes exceeds max_size: {path}")
                 blob = _read_all(fd, st.st_size)
             except OSError as exc:
-                if exc.errno != errno.ESTALE or time.monotonic() > give_up:
+                if exc.errno not in _STALE_HANDLE or time.monotonic() > give_up:
                     raise StorageError.from_oserror(exc, path) from exc
                 give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
                 time.sleep(delay)
@@ -255,6 +261,12 @@ class SessionStore:
                 view = memoryview(blob)
                 while view:
                     view = view[os.write(fd, view) :]
+                if self._clock is not None:
+                    # An injected clock (tests, simulations) is not the
+                    # server's: stamp the write with it before it becomes
+                    # visible, so that no reader ever sees another time.
+                    now = self._clock()
+                    os.utime(fd, (now, now))
                 if self.durable:
                     os.fsync(fd)
             finally:
@@ -262,11 +274,6 @@ class SessionStore:
             if before_commit is not None:
                 before_commit()
             os.rename(tmp, path)
-            if self._clock is not None:
-                # An injected clock (tests, simulations) is not the server's:
-                # stamp the write with it so that expiry stays consistent.
-                now = self._clock()
-                os.utime(path, (now, now))
         except BaseException as exc:
             _unlink_quietly(tmp)
             if isinstance(exc, OSError) and not isinstance(exc, StorageError):
@@ -289,38 +296,152 @@ class SessionStore:
         except OSError as exc:
             raise StorageError.from_oserror(exc, bucket) from exc
 
-    def _encode(self, data: Mapping[str, Any], generation: int, created: float) -> bytes:
-        expires_at = created + self.absolute_max_age if self.absolute_max_age else 0.0
+    def _encode(
+        self, data: Mapping[str, Any], generation: int, created: float, *, idle: int, expires_at: float | None = None
+    ) -> bytes:
+        if expires_at is None:
+            expires_at = created + self.absolute_max_age if self.absolute_max_age else 0.0
         blob = encode(
-            data, self.keyring, generation=generation, created=created, expires_at=expires_at, idle_timeout=self.max_age
+            data, self.keyring, generation=generation, created=created, expires_at=expires_at, idle_timeout=idle
         )
         if len(blob) - HEADER_SIZE - MAC_SIZE > self.max_size:
             raise SessionTooLarge(f"session of {len(blob)} bytes exceeds max_size={self.max_size}")
         return blob
 
-    def create(self, data: Mapping[str, Any] | None = None) -> str:
-        """Store a new session and return its fresh id."""
+    def _idle(self, max_age: int | None, default: int) -> int:
+        if max_age is None:
+            return default
+        if max_age <= 0:
+            raise ValueError("max_age must be positive")
+        return int(max_age)
+
+    def create(self, data: Mapping[str, Any] | None = None, *, max_age: int | None = None) -> str:
+        """Store a new session and return its fresh id.
+
+        *max_age* overrides the store's idle lifetime for this session (it is
+        kept in the file, so the reaper honours it without being told).
+        """
         sid = new_session_id()
         now = self.now()
-        self._write_atomically(self._path(sid), self._encode(data or {}, 1, now))
+        path = self._path(sid)
+        self._write_atomically(path, self._encode(data or {}, 1, now, idle=self._idle(max_age, self.max_age)))
+        self._publish_generation(path, 1)
         return sid
 
+    def exists(self, sid: str) -> bool:
+        """Whether the session exists and has not expired (verifies it; takes no lock, does not touch it)."""
+        path = self._path(sid)
+        found = self._read(path)
+        return found is not None and not found[0].expired(self.now(), found[2])
+
     @contextmanager
-    def edit(self, sid: str) -> Iterator[dict[str, Any]]:
+    def edit(self, sid: str, *, max_age: int | None = None) -> Iterator[dict[str, Any]]:
         """Locked read-modify-write: yields the data; written on clean exit, not if the block raises.
 
-        The session's lock is held only inside the block.  Before the rename
-        that commits, the lock is renewed by its exact-name rename, which
-        fails with :class:`LockLost` (nothing written) if another holder took
-        it over meanwhile.  :class:`SessionNotFound` if it is missing or expired.
+        The session's lock is held only inside the block, and the data
+        yielded is the last committed version (see "The stale read" above).
+        Before the rename that commits, the lock is renewed by its exact-name
+        rename, which fails with :class:`LockLost` (nothing written) if
+        another holder took it over meanwhile.  :class:`SessionNotFound` if
+        it is missing or expired.  *max_age* sets a new idle lifetime for the
+        session (default: keep its own).
         """
         path = self._path(sid)
+        with self._holding(path, sid) as held:
+            yield held.data
+            header = held.header
+            generation = max(header.generation, held.claimed or 0) + 1
+            idle = self._idle(max_age, header.idle_timeout)
+            blob = self._encode(held.data, generation, header.created, idle=idle, expires_at=header.expires_at)
+            self._write_atomically(path, blob, before_commit=held.lock.refresh)
+            held.done()
+            self._publish_generation(path, generation)
+
+    @contextmanager
+    def _holding(self, path: str, sid: str) -> Iterator[_Held]:
+        """Hold the session's lock and its beacon, with the last committed version read.
+
+        The caller calls ``done()`` once it has committed (or removed the
+        session); otherwise the beacon is given back unchanged on the way out.
+        """
         lock = self._lock(path)
         with lock:
-            header, data, _ = self._read_live(path, sid)
-            yield data
-            blob = self._encode(data, header.generation + 1, header.created)
-            self._write_atomically(path, blob, before_commit=lock.refresh)
+            token = lock.token
+            assert token is not None
+            claim = f"{path}{GEN_CLAIM_INFIX}{token}"
+            claimed = self._claim_generation(path, claim)
+            held = _Held(lock, claimed)
+            try:
+                held.header, held.data, _ = self._read_committed(path, sid, claimed)
+                yield held
+            finally:
+                if claimed is not None:
+                    if held.finished:
+                        _unlink_quietly(claim)
+                    else:
+                        _rename_quietly(claim, path + GEN_SUFFIX)  # nothing written: put it back as it was
+
+    # ----------------------------------------------------- generation beacon
+    def _claim_generation(self, path: str, claim: str) -> int | None:
+        """Under the lock: take the beacon by a rename to our own name and read the generation it holds.
+
+        None when there is no beacon (a session created by an older version,
+        or an edit that crashed holding it).
+        """
+        try:
+            os.rename(path + GEN_SUFFIX, claim)
+            target = os.readlink(claim)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError.from_oserror(exc, path + GEN_SUFFIX) from exc
+        try:
+            return int(target)
+        except ValueError:
+            log.warning("ignoring a malformed generation beacon %s -> %r", claim, target)
+            return None
+
+    def _publish_generation(self, path: str, generation: int) -> None:
+        """After a commit: leave the generation for the next editor (best effort: the data is safe)."""
+        try:
+            os.symlink(str(generation), path + GEN_SUFFIX)
+        except FileExistsError:
+            pass  # only after a lost lock; a beacon is a lower bound, any one is safe
+        except OSError as exc:
+            log.warning("could not publish the generation of %s: %s", path, exc)
+
+    def _read_committed(self, path: str, sid: str, claimed: int | None) -> tuple[Header, dict[str, Any], float]:
+        """Under the lock: read until the file shows the generation the beacon promised.
+
+        A client cache serves an old version for at most ``fs_slack`` (the
+        bound the lock already assumes); past twice that, something else is
+        wrong and the edit fails rather than lose an update.
+        """
+        if claimed is None:
+            # Every commit leaves a beacon, and delete removes the file before
+            # its beacon; so neither means no session (or a create still in
+            # flight) ...
+            if self._read(path) is None:
+                raise SessionNotFound(sid)
+            # ... and a file without a beacon means an edit crashed holding
+            # it: nothing to compare with, so wait out any client cache.
+            time.sleep(self.fs_slack)
+            return self._read_live(path, sid)
+        deadline = time.monotonic() + 2 * self.fs_slack + 0.1
+        delay = 0.005
+        while True:
+            found = self._read_live(path, sid)
+            if found[0].generation >= claimed:
+                return found
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    errno.ESTALE,
+                    f"still reading generation {found[0].generation} of a session at generation {claimed}",
+                    path,
+                )
+            log.debug("stale read of %s (generation %d < %d): reading again", path, found[0].generation, claimed)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def touch(self, sid: str) -> None:
         """Extend the session's life without rewriting its data; :class:`SessionNotFound` if gone."""
@@ -350,23 +471,65 @@ class SessionStore:
                 return False
             except OSError as exc:
                 raise StorageError.from_oserror(exc, path) from exc
+            _unlink_quietly(path + GEN_SUFFIX)
         return True
+
+    def reap(self, *, grace: float = 60.0, dry_run: bool = False, max_seconds: float | None = None) -> ReapStats:
+        """Purge expired sessions and crash leftovers (see :mod:`fssession.reaper`); returns what it did.
+
+        The same as ``fssession reap PATH`` with this store's lease and
+        fs_slack; it needs no key and never removes a session in use.
+        """
+        return reap(
+            self.root,
+            grace=grace,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+            lease=self.lease,
+            fs_slack=self.fs_slack,
+            now=self.now if self._clock is not None else None,
+        )
 
     def rotate(self, sid: str) -> str:
         """Move the session's data to a fresh id (e.g. at login); the old id stops working."""
         path = self._path(sid)
-        with self._lock(path):
-            header, data, _ = self._read_live(path, sid)
+        with self._holding(path, sid) as held:
+            header = held.header
             new_sid = new_session_id()
-            self._write_atomically(self._path(new_sid), self._encode(data, 1, header.created))
+            new_path = self._path(new_sid)
+            blob = self._encode(held.data, 1, header.created, idle=header.idle_timeout, expires_at=header.expires_at)
+            self._write_atomically(new_path, blob)
+            self._publish_generation(new_path, 1)
             try:
+                held.lock.refresh()  # a taken-over holder must not remove what the new one may have written
                 os.unlink(path)
-            except FileNotFoundError:
-                pass  # already gone: the new id is what matters
-            except OSError as exc:
-                _unlink_quietly(self._path(new_sid))
-                raise StorageError.from_oserror(exc, path) from exc
+            except BaseException as exc:
+                _unlink_quietly(new_path)
+                _unlink_quietly(new_path + GEN_SUFFIX)
+                if isinstance(exc, FileNotFoundError):
+                    raise SessionNotFound(sid) from exc
+                if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+                    raise StorageError.from_oserror(exc, path) from exc
+                raise
+            held.done()
         return new_sid
+
+
+class _Held:
+    """What ``SessionStore._holding`` hands its caller: the lock, the claimed generation, the data."""
+
+    __slots__ = ("claimed", "data", "finished", "header", "lock")
+
+    def __init__(self, lock: MkdirLock, claimed: int | None) -> None:
+        self.lock = lock
+        self.claimed = claimed
+        self.finished = False
+        self.header: Header
+        self.data: dict[str, Any]
+
+    def done(self) -> None:
+        """The session was committed or removed: its claimed beacon is spent."""
+        self.finished = True
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -393,6 +556,13 @@ def _close_read_only(fd: int) -> None:
         os.close(fd)
     except OSError as exc:
         log.debug("closing a read-only descriptor: %s", exc)
+
+
+def _rename_quietly(src: str, dst: str) -> None:
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        log.warning("could not rename %s to %s: %s", src, dst, exc)
 
 
 def _unlink_quietly(path: str) -> None:

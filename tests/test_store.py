@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -25,9 +26,11 @@ from fssession import (
     StorageError,
     TamperedSession,
 )
-from fssession.store import TMP_INFIX
+from fssession.fileformat import decode, read_header
+from fssession.store import GEN_CLAIM_INFIX, GEN_SUFFIX, TMP_INFIX
 
 KEY = "test-secret-key-0123456789"
+GRACE = 5  # the reaper's grace period in the model
 
 
 class Clock:
@@ -301,6 +304,15 @@ class StoreModel(RuleBasedStateMachine):
         self.model[new], self.last[new] = self.model.pop(sid), self.clock.t
         return new
 
+    @rule()
+    def reap(self) -> None:
+        stats = self.store.reap(grace=GRACE)
+        assert stats.complete and stats.errors == 0 and stats.garbage == 0
+        due = {sid for sid in self.model if self.clock.t - self.last[sid] >= 100 + GRACE}
+        assert stats.removed == len(due)
+        for sid in due:
+            del self.model[sid]
+
     @rule(seconds=st.sampled_from([1, 10, 60, 99, 101, 500]))
     def advance(self, seconds: int) -> None:
         self.clock.t += seconds
@@ -310,6 +322,11 @@ class StoreModel(RuleBasedStateMachine):
         if hasattr(self, "dir"):
             assert not [p for p in Path(self.dir).rglob(f"*{TMP_INFIX}*")]
 
+    @invariant()
+    def every_beacon_matches_its_file(self) -> None:
+        if hasattr(self, "dir"):
+            _assert_beacons_match(Path(self.dir))
+
     def teardown(self) -> None:
         import shutil
 
@@ -317,6 +334,87 @@ class StoreModel(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _assert_beacons_match(root: Path) -> None:
+    """Each session file has a beacon naming its generation; no beacon outlives its file; no claims left."""
+    for bucket in root.iterdir():
+        if not bucket.is_dir():
+            continue
+        names = set(os.listdir(bucket))
+        assert not [n for n in names if GEN_CLAIM_INFIX in n], "a claimed beacon was left behind"
+        for name in names:
+            if name.endswith(GEN_SUFFIX):
+                assert name[: -len(GEN_SUFFIX)] in names, f"beacon {name} outlived its session"
+            elif len(name) == 64:
+                header = read_header((bucket / name).read_bytes())
+                assert os.readlink(bucket / (name + GEN_SUFFIX)) == str(header.generation)
+
+
 TestStoreModel = StoreModel.TestCase
 TestStoreModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
                                    suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+
+
+class StaleReads(SessionStore):
+    """Serves chosen old bytes for the next reads: what a GlusterFS client cache does after another
+    client's commit (seen in testing: the version before the last, for about a second, no error)."""
+
+    stale: list[bytes]
+
+    def _read(self, path: str) -> Any:
+        if getattr(self, "stale", None):
+            header, data = decode(self.stale.pop(0), self.keyring)
+            return header, data, os.stat(path).st_mtime
+        return super()._read(path)
+
+
+def _session_file(root: Path) -> Path:
+    (f,) = [p for p in _files(root) if len(p.name) == 64]
+    return f
+
+
+def test_edit_rereads_until_it_sees_the_last_commit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = StaleReads(tmp_path, secret_key=KEY)
+    sid = store.create({"n": 0})
+    with store.edit(sid) as d:
+        d["n"] = 1
+    old = _session_file(tmp_path).read_bytes()
+    with store.edit(sid) as d:
+        d["n"] = 2
+    store.stale = [old, old]  # two stale reads in a row, then the truth
+    with caplog.at_level(logging.DEBUG, logger="fssession.store"), store.edit(sid) as d:
+        assert d["n"] == 2, "edit yielded a version older than the last commit"
+        d["n"] += 1
+    assert store.load(sid) == {"n": 3}
+    assert "stale read" in caplog.text
+    _assert_beacons_match(tmp_path)
+
+
+def test_a_read_that_stays_stale_fails_instead_of_losing_an_update(tmp_path: Path) -> None:
+    store = StaleReads(tmp_path, secret_key=KEY, fs_slack=0.1)
+    sid = store.create({"n": 0})
+    old = _session_file(tmp_path).read_bytes()
+    with store.edit(sid) as d:
+        d["n"] = 1
+    store.stale = [old] * 1000
+    with pytest.raises(StorageError) as info, store.edit(sid) as d:
+        d["n"] = 99  # never reached
+    assert info.value.errno == errno.ESTALE
+    store.stale = []
+    assert store.load(sid) == {"n": 1}
+    _assert_beacons_match(tmp_path)  # the beacon was given back
+
+
+def test_an_edit_killed_while_holding_the_beacon(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, secret_key=KEY, fs_slack=0.2)
+    sid = store.create({"n": 5})
+    worker = str(Path(__file__).resolve().parent / "storeworker.py")
+    p = subprocess.Popen([sys.executable, worker, "hold", str(tmp_path), sid], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+    p.kill()
+    p.wait()
+    f = _session_file(tmp_path)
+    assert not (f.parent / (f.name + GEN_SUFFIX)).exists(), "the killed editor had claimed the beacon"
+    with store.edit(sid) as d:  # dead holder replaced at once; no beacon: waits out caches, then edits
+        d["n"] += 1
+    assert store.load(sid) == {"n": 6}
+    assert os.readlink(f.parent / (f.name + GEN_SUFFIX)) == str(read_header(f.read_bytes()).generation)

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from fssession import SessionStore
 from fssession.store import TMP_INFIX
 from tests.fsbed import SharedFS
@@ -20,7 +18,8 @@ WORKER = str(Path(__file__).resolve().parent / "storeworker.py")
 KEY = "test-secret-key-0123456789"
 
 
-def _incr(roots: list[Path], sid: str, procs: int, n: int) -> None:
+def _incr(roots: list[Path], sid: str, procs: int, n: int) -> int:
+    """Run the increments; returns how many stale reads the editors caught and re-read."""
     ps = [
         subprocess.Popen(
             [sys.executable, WORKER, "incr", str(roots[i % len(roots)]), sid, str(n)],
@@ -30,10 +29,14 @@ def _incr(roots: list[Path], sid: str, procs: int, n: int) -> None:
         )
         for i in range(procs)
     ]
+    stale = 0
     for p in ps:
         out, err = p.communicate(timeout=900)
         assert p.returncode == 0, err[-2000:]
-        assert json.loads(out)["done"] == n
+        report = json.loads(out)
+        assert report["done"] == n
+        stale += report["stale_reads"]
+    return stale
 
 
 def test_exact_count_local(tmp_path: Path) -> None:
@@ -49,19 +52,17 @@ def test_exact_count_across_two_mounts(shared_fs: SharedFS) -> None:
     sid = store.create({"n": 0})
     time.sleep(1.2)  # let the other mount see the naming key and the session
     n = 500 if shared_fs.kind == "sshfs" else 100
-    _incr([a, b], sid, procs=4, n=n)
+    stale = _incr([a, b], sid, procs=4, n=n)
+    print(f"{shared_fs.kind}: {4 * n} increments, {stale} stale reads caught under the lock and re-read")
     got = store.load(sid)
     assert got is not None
-    if shared_fs.kind == "gluster" and got["n"] != 4 * n:
-        pytest.xfail(
-            f"known: GlusterFS served stale reads under the lock and {4 * n - got['n']} of {4 * n} increments "
-            "were lost; the generation-carrying lock that fixes it is designed (NOTES.md) but not built"
-        )
     assert got == {"n": 4 * n}
 
 
 def test_sigkilled_writers_leave_old_or_new_versions(tmp_path: Path) -> None:
-    store = SessionStore(tmp_path, secret_key=KEY)
+    # fs_slack: a killed writer may have held the generation beacon; the next
+    # edit then waits out client caches, which on a local disk need no second.
+    store = SessionStore(tmp_path, secret_key=KEY, fs_slack=0.1)
     sids = [store.create({"n": 0}) for _ in range(5)]
     rng = random.Random(7)
     last = {sid: 0 for sid in sids}
