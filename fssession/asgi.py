@@ -1,0 +1,164 @@
+"""ASGI middleware (Starlette, FastAPI): sessions with all file I/O in worker threads.
+
+::
+
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from fssession.asgi import SessionMiddleware
+
+    app = Starlette(routes=..., middleware=[Middleware(SessionMiddleware, store=store)])
+
+    async def view(request):
+        request.session["user"] = "alice"          # or request.state.session
+        await request.session.alocked(lambda data: data.update(n=data.get("n", 0) + 1))
+
+The session (an :class:`AsyncSession`) is in ``scope["fssession.session"]``,
+``scope["session"]`` (so Starlette's ``request.session`` works) and
+``request.state.session``.
+
+Reading the file happens before the application runs when the request
+carries a session cookie (``eager=True``, the default), so the mapping can
+be used synchronously in async views.  With ``eager=False`` nothing is read
+until the application asks: ``await session.aload()`` first; touching an
+unloaded session on the event loop raises :class:`RuntimeError` instead of
+blocking it (sync views, which Starlette runs in a thread, may touch it
+directly).  The commit runs in a thread as the response starts; an error
+there (:class:`~fssession.LockTimeout`, ...) is raised from the
+application's ``send`` of the response start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from .store import SessionStore
+from .websession import CookiePolicy, SameSite, Session, response_headers
+
+__all__ = ["SCOPE_KEY", "AsyncSession", "SessionMiddleware"]
+
+SCOPE_KEY = "fssession.session"
+
+T = TypeVar("T")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AsyncSession(Session):
+    """A :class:`~fssession.websession.Session` whose file I/O never runs on the event loop."""
+
+    def _check_io(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a worker thread: blocking I/O is fine here
+        raise RuntimeError(
+            "fssession: this would read or write the session file on the event loop; "
+            "use `await session.aload()` / `acommit()` / `alocked(fn)` in async code"
+        )
+
+    async def aload(self) -> None:
+        """Read the session in a worker thread (no-op once loaded)."""
+        if not self.loaded:
+            data = await anyio.to_thread.run_sync(self._read_cookie_session)
+            self._adopt_loaded(data)
+        self.accessed = True
+
+    async def acommit(self) -> None:
+        """:meth:`~fssession.websession.Session.commit` in a worker thread."""
+        await anyio.to_thread.run_sync(self.commit)
+
+    async def alocked(self, update: Callable[[dict[str, Any]], T]) -> T:
+        """Run ``update(data)`` under the session's lock in a worker thread and commit; returns its result.
+
+        The async form of :meth:`~fssession.websession.Session.locked` (a lock
+        is held by one thread, so the whole block runs in one).
+        """
+
+        def run() -> T:
+            with self.locked() as data:
+                return update(data)
+
+        return await anyio.to_thread.run_sync(run)
+
+
+class SessionMiddleware:
+    """Pure ASGI middleware giving each HTTP request an :class:`AsyncSession`.
+
+    The options are those of :class:`fssession.wsgi.SessionMiddleware`, plus
+    ``eager`` (see the module's docstring).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: SessionStore,
+        *,
+        cookie_name: str = "fssession",
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        secure: bool = True,
+        httponly: bool = True,
+        samesite: SameSite | None = "Lax",
+        persistent: bool = True,
+        refresh_each_request: bool = True,
+        max_age: int | None = None,
+        policy: CookiePolicy | None = None,
+        eager: bool = True,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.policy = policy or CookiePolicy(
+            name=cookie_name,
+            path=cookie_path,
+            domain=cookie_domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+            persistent=persistent,
+            refresh_each_request=refresh_each_request,
+        )
+        self.max_age = max_age
+        self.eager = eager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one connection; only HTTP requests get a session."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cookie = "; ".join(
+            value.decode("latin-1") for name, value in scope.get("headers", []) if name.lower() == b"cookie"
+        )
+        session = AsyncSession(self.store, self.policy.read(cookie), max_age=self.max_age)
+        scope[SCOPE_KEY] = session
+        scope["session"] = session
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["session"] = session
+        if self.eager and session.cookie_sid is not None:
+            await session.aload()
+        started = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start" and not started:
+                extra = await anyio.to_thread.run_sync(functools.partial(response_headers, session, self.policy))
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra),
+                ]
+                started = True
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
+        if started and session.loaded:
+            await anyio.to_thread.run_sync(session.commit_after_response)

@@ -1,0 +1,276 @@
+"""Django session engine: ``SESSION_ENGINE = "fssession.django"``.
+
+Settings:
+
+* ``FSSESSION_PATH`` (required): the shared session directory.
+* ``SECRET_KEY`` signs the session files; ``SECRET_KEY_FALLBACKS`` still verify.
+* ``SESSION_COOKIE_AGE``: the sessions' idle lifetime (``set_expiry`` overrides
+  it per session, as in Django).
+* ``FSSESSION_STORE_OPTIONS``: extra keyword arguments for
+  :class:`fssession.SessionStore` (``lock_timeout``, ``absolute_max_age``, ...).
+
+It behaves like Django's own backends (``load``, ``exists``, ``create``,
+``save(must_create=...)``, ``delete``, ``cycle_key``, ``flush``, the expiry
+methods, ``clear_expired`` for ``manage.py clearsessions``), with two
+differences that come from the store:
+
+* ``save`` applies only the keys this request changed (set, deleted or mutated
+  in place) to a fresh read under the session's lock, so overlapping requests
+  of one user that change different keys both keep their changes; ``clear()``
+  and ``flush()`` still replace everything.  ``request.session.locked()`` is an
+  exact read-modify-write (``with request.session.locked() as data: ...``).
+* Session keys are issued by the store (43 characters of URL-safe base64);
+  ``save(must_create=True)`` stores the data under a fresh store-issued key,
+  since the store never adopts a key chosen elsewhere.
+
+Values are pickled (and signed), not passed through ``SESSION_SERIALIZER``.
+The cookie is Django's: its attributes come from Django's ``SESSION_COOKIE_*``
+settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings  # type: ignore[import-untyped]
+from django.contrib.sessions.backends.base import (  # type: ignore[import-untyped]
+    CreateError,
+    SessionBase,
+    UpdateError,
+)
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.core.signals import setting_changed  # type: ignore[import-untyped]
+
+from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
+from .ids import new_session_id
+from .store import SessionStore as FileStore
+from .websession import ChangeTracker, apply_changes
+
+__all__ = ["CreateError", "SessionStore", "get_store"]
+
+# Django's own logger for bad session data, so existing alerting sees ours too.
+security_log = logging.getLogger("django.security.SuspiciousSession")
+
+_stores: dict[Any, FileStore] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store() -> FileStore:
+    """The store the current settings describe (one per configuration, shared by threads)."""
+    path = getattr(settings, "FSSESSION_PATH", None)
+    if not path:
+        raise ImproperlyConfigured("fssession.django: set FSSESSION_PATH to the shared session directory")
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    options = dict(getattr(settings, "FSSESSION_STORE_OPTIONS", None) or {})
+    options.setdefault("max_age", int(settings.SESSION_COOKIE_AGE))
+    try:
+        cache_key: Any = (str(path), tuple(keys), tuple(sorted(options.items())))
+        hash(cache_key)
+    except TypeError:
+        cache_key = None  # unhashable options: build a store each time (slower, still correct)
+    if cache_key is None:
+        return FileStore(path, keys, **options)
+    with _stores_lock:
+        store = _stores.get(cache_key)
+        if store is None:
+            store = _stores[cache_key] = FileStore(path, keys, **options)
+        return store
+
+
+def _forget_stores(**kwargs: Any) -> None:
+    # Tests change settings on the fly (override_settings): rebuild on next use.
+    with _stores_lock:
+        _stores.clear()
+
+
+setting_changed.connect(_forget_stores, dispatch_uid="fssession.django.forget_stores")
+
+
+class SessionStore(SessionBase):  # type: ignore[misc]
+    """A Django session kept in a :class:`fssession.SessionStore` file."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._tracker = ChangeTracker()
+        # After clear()/flush() the stored data is replaced, not merged.
+        self._replace_all = False
+
+    @property
+    def store(self) -> FileStore:
+        """The underlying file store."""
+        return get_store()
+
+    # ------------------------------------------------------ change tracking
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._tracker.record_set(key)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._tracker.record_delete(key)
+
+    async def aset(self, key: str, value: Any) -> None:
+        """Async ``self[key] = value``."""
+        await super().aset(key, value)
+        self._tracker.record_set(key)
+
+    def update(self, dict_: Mapping[str, Any]) -> None:
+        """Set several keys."""
+        super().update(dict_)
+        for key in dict_:
+            self._tracker.record_set(key)
+
+    async def aupdate(self, dict_: Mapping[str, Any]) -> None:
+        """Async :meth:`update`."""
+        await super().aupdate(dict_)
+        for key in dict_:
+            self._tracker.record_set(key)
+
+    def clear(self) -> None:
+        """Empty the session; the next save replaces the stored data entirely."""
+        super().clear()
+        self._replace_all = True
+
+    def _get_new_session_key(self) -> str:
+        # Only the store's own id format is accepted by the store.
+        return new_session_id()
+
+    # ------------------------------------------------------ expiry
+    def _expiry_timestamp(self, data: Mapping[str, Any]) -> float | None:
+        """The absolute expiry set by ``set_expiry(datetime | timedelta)``, as a Unix time."""
+        expiry = data.get("_session_expiry")
+        if isinstance(expiry, str):
+            try:
+                expiry = datetime.fromisoformat(expiry)
+            except ValueError:
+                return None
+        if not isinstance(expiry, datetime):
+            return None
+        if expiry.tzinfo is None:  # USE_TZ = False: a naive local time, as Django wrote it
+            return expiry.timestamp()
+        return expiry.astimezone(UTC).timestamp()
+
+    def _idle_for(self, data: Mapping[str, Any]) -> int:
+        """The idle lifetime to store for *data*: as ``get_expiry_age`` would say, from the store's clock."""
+        expiry = data.get("_session_expiry")
+        if isinstance(expiry, int) and not isinstance(expiry, bool) and expiry > 0:
+            return expiry
+        at = self._expiry_timestamp(data)
+        if at is not None:
+            return max(1, math.ceil(at - self.store.now()))
+        return int(self.get_session_cookie_age())
+
+    # ------------------------------------------------------ the backend API
+    def load(self) -> dict[str, Any]:
+        """Read the session; an unknown, expired, malformed or tampered one is an empty new session."""
+        key = self.session_key
+        data: dict[str, Any] | None = None
+        try:
+            data = self.store.load(key)
+        except InvalidSessionId:
+            security_log.warning("malformed session key; starting a fresh session")
+        except (TamperedSession, SessionTooLarge) as exc:
+            security_log.warning("session data refused (%s); starting a fresh session", exc)
+        if data is not None:
+            at = self._expiry_timestamp(data)
+            if at is not None and at <= self.store.now():
+                with suppress(InvalidSessionId):
+                    self.store.delete(key)
+                data = None
+        if data is None:
+            # As Django's backends do: drop the key, so that saving issues a
+            # new one (an unknown key is never adopted).  (Django's property:
+            # the annotation only tells mypy, which cannot see SessionBase.)
+            self._session_key: str | None = None
+            data = {}
+        self._tracker.reset(data)
+        self._replace_all = False
+        return data
+
+    def exists(self, session_key: str) -> bool:
+        """Whether *session_key* names a live session."""
+        try:
+            return self.store.exists(session_key)
+        except (InvalidSessionId, TamperedSession, SessionTooLarge):
+            return False
+
+    def create(self) -> None:
+        """Store the current data under a fresh key issued by the store."""
+        data = self._get_session(no_load=True)
+        self._session_key = self.store.create(data, max_age=self._idle_for(data))
+        self._tracker.reset(data)
+        self._replace_all = False
+        self.modified = True
+
+    def save(self, must_create: bool = False) -> None:
+        """Write this request's changes under the session's lock; ``UpdateError`` if the session is gone."""
+        if self.session_key is None or must_create:
+            self.create()
+            return
+        data = self._get_session()
+        sets, deleted = self._tracker.changes(data)
+        try:
+            if not (sets or deleted or self._replace_all):
+                # Nothing changed (SESSION_SAVE_EVERY_REQUEST): only keep it alive.
+                self.store.touch(self.session_key)
+                return
+            with self.store.edit(self.session_key, max_age=self._idle_for(data)) as stored:
+                if self._replace_all:
+                    stored.clear()
+                    stored.update(data)
+                else:
+                    apply_changes(stored, sets, deleted)
+                merged = dict(stored)
+        except (SessionNotFound, InvalidSessionId) as exc:
+            raise UpdateError from exc
+        # The view now includes what concurrent requests committed.
+        data.clear()
+        data.update(merged)
+        self._tracker.reset(data)
+        self._replace_all = False
+
+    def delete(self, session_key: str | None = None) -> None:
+        """Delete the session (this one's, by default)."""
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        with suppress(InvalidSessionId):
+            self.store.delete(session_key)
+
+    @contextmanager
+    def locked(self) -> Iterator[dict[str, Any]]:
+        """Exact read-modify-write under the session's lock, committed when the block exits cleanly.
+
+        Pending changes are saved first (a new session is created).  Keep the
+        block short: every other save of this session waits for it.
+        """
+        if self.session_key is None or self.modified or self._replace_all:
+            self.save()
+        data = self._get_session()
+        if self.session_key is None:  # loading found nothing: start one
+            self.create()
+        with ExitStack() as stack:
+            try:
+                stored = stack.enter_context(self.store.edit(self.session_key))
+            except SessionNotFound as exc:
+                raise UpdateError from exc
+            yield stored
+            written = dict(stored)
+        data.clear()
+        data.update(written)
+        self._tracker.reset(data)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Remove expired sessions (``manage.py clearsessions``), through the store's reaper."""
+        reap = getattr(get_store(), "reap", None)
+        if reap is None:
+            raise NotImplementedError("fssession.django: clear_expired needs SessionStore.reap() (issue 4)")
+        reap()
