@@ -12,7 +12,7 @@
     ab/<64 hex>.gen                its generation beacon (symlink -> last committed generation)
     ab/<64 hex>.gen-<token>        the beacon while an edit holds the lock
     ab/<64 hex>.tmp-<token>        a write in progress
-    ab/<64 hex>.reap-<token>       an expired session a reaper claimed (removed, or put back if revived)
+    ab/<64 hex>.reap               an expired session a reaper claimed (removed, or put back if revived)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
     "NAME_LENGTH",
     "NAMING_KEY_FILE",
     "REAPER_LOCK",
-    "REAP_INFIX",
+    "REAP_SUFFIX",
     "TMP_INFIX",
     "is_session_name",
 ]
@@ -38,7 +38,7 @@ LOCK_SUFFIX = ".lock"
 GEN_SUFFIX = ".gen"
 GEN_CLAIM_INFIX = ".gen-"
 TMP_INFIX = ".tmp-"
-REAP_INFIX = ".reap-"
+REAP_SUFFIX = ".reap"
 NAME_LENGTH = 64  # hex digits of a session file's name (a keyed BLAKE2b of its id)
 BUCKETS = tuple(f"{i:02x}" for i in range(256))
 

@@ -61,7 +61,7 @@ from .layout import (
     LOCK_SUFFIX,
     NAME_LENGTH,
     NAMING_KEY_FILE,
-    REAP_INFIX,
+    REAP_SUFFIX,
     REAPER_LOCK,
     TMP_INFIX,
     is_session_name,
@@ -80,7 +80,8 @@ class ReapStats:
     path: str
     dry_run: bool = False
     busy: bool = False  # another reaper held the store: this one did nothing
-    complete: bool = False  # every directory was swept (False: stopped by max_seconds, or busy)
+    complete: bool = False  # every directory was swept (False: stopped by max_seconds, busy or taken over)
+    taken_over: bool = False  # frozen past the coordination lease: another reaper took over, this one stopped
     directories: int = 0
     sessions_seen: int = 0
     expired: int = 0  # expired sessions found
@@ -110,6 +111,8 @@ class ReapStats:
             return f"{self.path}: another reaper is running; nothing done"
         verb = "would remove" if self.dry_run else "removed"
         state = "complete" if self.complete else f"stopped after {self.directories} directories (resumes next run)"
+        if self.taken_over:
+            state = f"stopped after {self.directories} directories: frozen past its lease, another reaper took over"
         return (
             f"{self.path}: {verb} {self.removed} of {self.expired} expired sessions "
             f"({self.sessions_seen} seen, {self.in_use} in use), {self.stale_locks} stale locks, "
@@ -163,6 +166,15 @@ def reap(
     except LockTimeout:
         stats.busy = True
         return stats
+    except StorageError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full store is when the reaper is needed most, and taking the
+        # coordination lock needs an inode.  Overlapping reapers are safe
+        # (each removal is settled on its own), only less efficient.
+        coordinate = False
+        stats.note("error", root, "store full: running without coordinating with other reapers")
+        stats.errors -= 1  # a note, not a failure
     settings: dict[str, Any] = {
         "grace": grace,
         "dry_run": dry_run,
@@ -174,15 +186,23 @@ def reap(
         first = _read_cursor(root)
         order = [os.path.join(root, b) for b in BUCKETS[first:] + BUCKETS[:first]]
 
-        def keep_lock() -> None:
+        def keep_lock() -> bool:
+            """Renew the store-wide lock; False if another reaper took it over (it carries on)."""
             if coordinate and coordinator.lease_remaining < coordinator.lease / 2:
-                coordinator.refresh()  # LockLost: another reaper took over; it carries on
+                try:
+                    coordinator.refresh()
+                except LockLost:
+                    stats.taken_over = True
+                    return False
+            return True
 
         if jobs <= 1:
             done = _sweep_serial(root, stats, clock, settings, order, deadline, keep_lock, progress)
         else:
             done = _sweep_parallel(root, stats, clock, settings, order, deadline, keep_lock, jobs)
-        if done == len(order):
+        if stats.taken_over:
+            pass  # the reaper that took over owns the cursor now
+        elif done == len(order):
             _Sweep(root, stats, clock, **settings).root_entries()
             stats.complete = True
             if not dry_run and first:
@@ -204,7 +224,7 @@ def _sweep_serial(
     settings: dict[str, Any],
     order: list[str],
     deadline: float | None,
-    keep_lock: Callable[[], None],
+    keep_lock: Callable[[], bool],
     progress: Callable[[ReapStats, int], None] | None,
 ) -> int:
     """Sweep the directories in *order* in this process; returns how many were done."""
@@ -212,7 +232,8 @@ def _sweep_serial(
     for done, bucket in enumerate(order):
         if deadline is not None and done and time.monotonic() >= deadline:
             return done
-        keep_lock()
+        if not keep_lock():
+            return done
         sweep.directory(bucket)
         stats.directories += 1
         if progress is not None:
@@ -227,7 +248,7 @@ def _sweep_parallel(
     settings: dict[str, Any],
     order: list[str],
     deadline: float | None,
-    keep_lock: Callable[[], None],
+    keep_lock: Callable[[], bool],
     jobs: int,
 ) -> int:
     """Sweep with *jobs* forked workers that take directories in *order* from a shared counter.
@@ -249,7 +270,9 @@ def _sweep_parallel(
     try:
         for receive, worker in zip(pipes, workers, strict=True):
             while not receive.poll(1.0):
-                keep_lock()
+                if not keep_lock():
+                    with counter.get_lock():
+                        counter.value = len(order)  # hand out nothing more
                 if not worker.is_alive() and not receive.poll(0):
                     raise StorageError(errno.EIO, f"reaper worker died (exit code {worker.exitcode})", root)
             part = receive.recv()
@@ -309,9 +332,20 @@ class _ServerClock:
             try:
                 self._offset = server_now(self._root) - time.time()
             except OSError as exc:
-                raise StorageError.from_oserror(exc, self._root) from exc
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageError.from_oserror(exc, self._root) from exc
+                self._offset = _server_now_without_space(self._root) - time.time()
             self._at = time.monotonic()
         return time.time() + self._offset
+
+
+def _server_now_without_space(root: str) -> float:
+    """The server's time on a full filesystem: stamp the store's directory itself (needs no new inode)."""
+    try:
+        os.utime(root)
+        return os.stat(root).st_mtime
+    except OSError as exc:
+        raise StorageError.from_oserror(exc, root) from exc
 
 
 def _check_store(root: str) -> None:
@@ -388,14 +422,17 @@ class _Sweep:
             return
         now = self.now()
         self.removed_here.clear()
-        with entries:
-            for entry in entries:
-                try:
-                    self.entry(entry, now)
-                except FileNotFoundError:
-                    continue  # gone since it was listed (e.g. a beacon removed with its session)
-                except (OSError, SessionError) as exc:
-                    self.stats.note("error", entry.path, exc)
+        try:
+            with entries:
+                for entry in entries:
+                    try:
+                        self.entry(entry, now)
+                    except FileNotFoundError:
+                        continue  # gone since it was listed (e.g. a beacon removed with its session)
+                    except (OSError, SessionError) as exc:
+                        self.stats.note("error", entry.path, exc)
+        except OSError as exc:  # the listing itself failed midway (ESTALE, EIO): next run
+            self.stats.note("error", bucket, exc)
 
     def entry(self, entry: os.DirEntry[str], now: float) -> None:
         name = entry.name
@@ -409,12 +446,8 @@ class _Sweep:
             self.beacon(entry, now, claim=False)
         elif GEN_CLAIM_INFIX in name and len(name.partition(GEN_CLAIM_INFIX)[0]) == NAME_LENGTH:
             self.beacon(entry, now, claim=True)
-        elif REAP_INFIX in name and len(name.partition(REAP_INFIX)[0]) == NAME_LENGTH:
-            if not self.dry_run:  # claimed by a reaper that died before settling it
-                path = os.path.join(os.path.dirname(entry.path), name.partition(REAP_INFIX)[0])
-                self.stats.sessions_seen += 1
-                self.stats.expired += 1
-                self._settle(entry.path, path, None, None)
+        elif name.endswith(REAP_SUFFIX) and len(name) == NAME_LENGTH + len(REAP_SUFFIX):
+            self.leftover_claim(entry, now)
         elif is_litter_name(name):
             if not self.dry_run:
                 self.stats.litter += discard_litter_entry(entry, now, max(self.lease, 300.0))
@@ -479,7 +512,7 @@ class _Sweep:
         file judged now is exactly the one that will be removed, so a touch or
         an edit's commit that landed since the first look is seen here.
         """
-        aside = f"{path}{REAP_INFIX}{self.token}"
+        aside = path + REAP_SUFFIX  # one name per session: delete() knows it and removes it too
         try:
             os.rename(path, aside)
         except FileNotFoundError:
@@ -488,11 +521,20 @@ class _Sweep:
 
     def _settle(self, aside: str, path: str, seen: os.stat_result | None, header: Header | None) -> None:
         """Remove a claimed file if it is expired; otherwise put it back (unless a newer version took its place)."""
-        st = os.lstat(aside)
+        try:
+            st = os.lstat(aside)
+        except FileNotFoundError:
+            return  # a delete() (logout) removed the claim, or another reaper settled it
+        if st.st_nlink > 1:
+            os.unlink(aside)  # a restore that was interrupted: the session is back under its name
+            return
         if seen is None or (st.st_ino, st.st_dev) != (seen.st_ino, seen.st_dev):
             header = self._header(aside)  # another version than the one judged: judge it anew
         if header is not None and header.expired(self.now(), st.st_mtime, self.grace):
-            os.unlink(aside)
+            try:
+                os.unlink(aside)
+            except FileNotFoundError:
+                return  # another reaper (or a logout) settled it first: counted there
             self.stats.removed += 1
             # No new version can have taken the name meanwhile: only an edit
             # could write one, and an edit refuses a session expired by more
@@ -501,12 +543,29 @@ class _Sweep:
             if len(self.removed_here) < 65536:
                 self.removed_here.add(os.path.basename(path))
             return
-        # Revived (touched or replaced since it was judged): put it back with
-        # link(), which fails if a newer version took the name meanwhile.
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, path)
-        os.unlink(aside)
+        self._restore(aside, path)
         self.stats.in_use += 1
+
+    def _restore(self, aside: str, path: str) -> None:
+        """Put back a claimed session that turned out to be in use.
+
+        link() fails if a newer version took the name meanwhile (then ours is
+        obsolete); where hard links are not supported, a rename back is done
+        only if the name is still free.
+        """
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            return  # a delete() removed the claim meanwhile: the logout stands
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if not _lexists(path):
+                os.rename(aside, path)
+                return
+        _unlink_if_there(aside)
 
     # ----------------------------------------------------------- leftovers
     def lock_dir(self, entry: os.DirEntry[str], now: float) -> None:
@@ -535,14 +594,21 @@ class _Sweep:
             self.stats.temp_files += 1
 
     def beacon(self, entry: os.DirEntry[str], now: float, *, claim: bool) -> None:
-        """A generation beacon without its session, or a claim an edit left when it crashed."""
+        """A generation beacon without its session, or a claim an edit left when it crashed.
+
+        A dead editor's claim is removed, never given back as the beacon: it
+        may predate a commit the editor made just before it died, and a
+        missing beacon makes the next edit wait out client caches instead,
+        which is safe.  Ages are judged by ctime, which a rename updates (a
+        claim keeps the mtime of the commit that created the beacon).
+        """
         if not claim and entry.name[:NAME_LENGTH] in self.removed_here:
             return  # removed with its session a moment ago
         session = os.path.join(os.path.dirname(entry.path), entry.name[:NAME_LENGTH])
         if not claim and _lexists(session):
             return  # the normal state of a session
         st = entry.stat(follow_symlinks=False)
-        if now - st.st_mtime <= self.lease or self.dry_run:
+        if now - max(st.st_mtime, st.st_ctime) <= self.lease or self.dry_run:
             return  # a live edit's claim, or a beacon whose session is being created or deleted
         lock = self._lock(session)
         try:
@@ -550,29 +616,43 @@ class _Sweep:
         except LockTimeout:
             return
         try:
-            if claim and _lexists(session) and not _lexists(session + GEN_SUFFIX):
-                # Give the beacon back: its generation is a lower bound, which
-                # spares the next edit the wait a missing beacon costs.
-                os.rename(entry.path, session + GEN_SUFFIX)
-            elif claim or not _lexists(session):
+            if claim or not _lexists(session):
                 _unlink_if_there(entry.path)
-            else:
-                return
-            self.stats.beacons += 1
+                self.stats.beacons += 1
         finally:
             lock.release()
+
+    def leftover_claim(self, entry: os.DirEntry[str], now: float) -> None:
+        """A session a reaper claimed and did not settle (killed, or running right now): settle it."""
+        st = entry.stat(follow_symlinks=False)
+        if now - st.st_ctime <= 60 or self.dry_run:
+            return  # another reaper may be settling it this very moment
+        path = os.path.join(os.path.dirname(entry.path), entry.name[: -len(REAP_SUFFIX)])
+        self.stats.sessions_seen += 1
+        self._settle(entry.path, path, None, None)
 
     def root_entries(self) -> None:
         """The store's root: litter of the naming key's lock and crashed clock probes."""
         now = self.now()
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if entry.name.startswith(".fssession-clock-") and entry.is_dir(follow_symlinks=False):
-                    if now - entry.stat(follow_symlinks=False).st_mtime > 300 and not self.dry_run:
-                        _rmdir_if_there(entry.path)
-                        self.stats.litter += 1
-                elif is_litter_name(entry.name) and not self.dry_run:
-                    self.stats.litter += discard_litter_entry(entry, now, max(self.lease, 300.0))
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    try:
+                        self._root_entry(entry, now)
+                    except OSError:
+                        continue  # clock probes come and go every minute on every node: never an error
+        except OSError as exc:
+            self.stats.note("error", self.root, exc)
+
+    def _root_entry(self, entry: os.DirEntry[str], now: float) -> None:
+        if self.dry_run:
+            return
+        if entry.name.startswith(".fssession-clock-") and entry.is_dir(follow_symlinks=False):
+            if now - entry.stat(follow_symlinks=False).st_mtime > 300:
+                _rmdir_if_there(entry.path)
+                self.stats.litter += 1
+        elif is_litter_name(entry.name):
+            self.stats.litter += discard_litter_entry(entry, now, max(self.lease, 300.0))
 
 
 def _lexists(path: str) -> bool:
@@ -632,7 +712,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress,
             jobs=args.jobs,
         )
-    except (ValueError, StorageError) as exc:
+    except (ValueError, SessionError) as exc:
         print(f"fssession reap: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import (
+    LockLost,
     SessionNotFound,
     SessionTooLarge,
     StorageError,
@@ -37,7 +38,7 @@ from .errors import (
 )
 from .fileformat import HEADER_SIZE, MAC_SIZE, Header, Keyring, decode, encode
 from .ids import file_name, new_session_id
-from .layout import GEN_CLAIM_INFIX, GEN_SUFFIX, LOCK_SUFFIX, NAMING_KEY_FILE, TMP_INFIX
+from .layout import GEN_CLAIM_INFIX, GEN_SUFFIX, LOCK_SUFFIX, NAMING_KEY_FILE, REAP_SUFFIX, TMP_INFIX
 from .lock import MkdirLock, server_now
 from .reaper import ReapStats, reap
 
@@ -164,10 +165,12 @@ class SessionStore:
         """Verify and decode the file at *path*: (header, data, mtime), or None if there is none.
 
         A replace by another host can make the file look missing for a moment
-        (sshfs: ENOENT) or its handle stale (NFS, GlusterFS: ESTALE, from
-        open, fstat, read or even close; GlusterFS: EBADFD from fstat).  ENOENT is retried a few times
-        quickly (a session that really is missing must stay cheap); ESTALE,
-        which says a file *was* there, for up to ``fs_slack`` seconds.
+        (sshfs: ENOENT, even from fstat of an open file) or its handle stale
+        (NFS, GlusterFS: ESTALE from open, fstat, read or even close;
+        GlusterFS: EBADFD from fstat).  ENOENT is retried a few times quickly
+        (a session that really is missing must stay cheap); ESTALE, which
+        says a file *was* there, for up to ``fs_slack`` seconds.  A size from
+        a stale attribute cache is corrected by the header (``_read_all``).
         """
         enoent_left = self.load_retries
         give_up = float("inf")  # set at the first ESTALE (kept off the common path)
@@ -196,11 +199,14 @@ class SessionStore:
                     raise TamperedSession("not a regular file", path)
                 if st.st_size > self.max_size + HEADER_SIZE + MAC_SIZE:
                     raise SessionTooLarge(f"session file of {st.st_size} bytes exceeds max_size: {path}")
-                blob = _read_all(fd, st.st_size)
+                blob = _read_all(fd, st.st_size, self.max_size + HEADER_SIZE + MAC_SIZE)
             except OSError as exc:
-                if exc.errno not in _STALE_HANDLE or time.monotonic() > give_up:
+                if exc.errno == errno.ENOENT and enoent_left > 1:
+                    enoent_left -= 1  # sshfs: the file another host replaced, gone under an open handle
+                elif exc.errno not in _STALE_HANDLE or time.monotonic() > give_up:
                     raise StorageError.from_oserror(exc, path) from exc
-                give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
+                else:
+                    give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 continue
@@ -355,58 +361,100 @@ class SessionStore:
             blob = self._encode(held.data, generation, header.created, idle=idle, expires_at=header.expires_at)
             self._write_atomically(path, blob, before_commit=held.lock.refresh)
             held.done()
-            self._publish_generation(path, generation)
+            self._publish_generation(path, generation, held.lock.token)
 
     @contextmanager
     def _holding(self, path: str, sid: str) -> Iterator[_Held]:
         """Hold the session's lock and its beacon, with the last committed version read.
 
         The caller calls ``done()`` once it has committed (or removed the
-        session); otherwise the beacon is given back unchanged on the way out.
+        session); otherwise the beacon is given back on the way out.
         """
         lock = self._lock(path)
-        with lock:
+        lock.acquire()
+        held = _Held(lock, None)
+        try:
             token = lock.token
             assert token is not None
-            claim = f"{path}{GEN_CLAIM_INFIX}{token}"
-            claimed = self._claim_generation(path, claim)
-            held = _Held(lock, claimed)
+            held.claim = f"{path}{GEN_CLAIM_INFIX}{token}"
+            held.claimed = self._claim_generation(path, held)
+            held.header, held.data, _ = self._read_committed(path, sid, held.claimed)
+            yield held
+        finally:
             try:
-                held.header, held.data, _ = self._read_committed(path, sid, claimed)
-                yield held
-            finally:
-                if claimed is not None:
+                if held.claim_exists:
                     if held.finished:
-                        _unlink_quietly(claim)
+                        _unlink_quietly(held.claim)
                     else:
-                        _rename_quietly(claim, path + GEN_SUFFIX)  # nothing written: put it back as it was
+                        self._give_back(path, held)
+            finally:
+                try:
+                    lock.release()
+                except LockLost:
+                    if not held.finished:
+                        raise
+                    # Committed while we held it; only the release came too
+                    # late.  Raising would make a caller retry what is done.
+                    log.warning("lock %s expired after the commit of %s; the commit stands", lock.lock_file, path)
+
+    def _give_back(self, path: str, held: _Held) -> None:
+        """Nothing was written: put the claimed beacon back, unless we lost the lock or a newer one is there."""
+        try:
+            if not held.lock.is_locked:
+                raise LockLost(held.lock.lock_file)  # already known lost (the commit's renewal failed)
+            held.lock.refresh()
+        except LockLost:
+            _unlink_quietly(held.claim)  # a new holder may have published a newer beacon: never cover it
+            return
+        try:
+            os.link(held.claim, path + GEN_SUFFIX)  # link, not rename: fails rather than replace a beacon
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            log.warning("could not give back the generation beacon of %s: %s", path, exc)
+        _unlink_quietly(held.claim)
 
     # ----------------------------------------------------- generation beacon
-    def _claim_generation(self, path: str, claim: str) -> int | None:
+    def _claim_generation(self, path: str, held: _Held) -> int | None:
         """Under the lock: take the beacon by a rename to our own name and read the generation it holds.
 
-        None when there is no beacon (a session created by an older version,
-        or an edit that crashed holding it).
+        None when there is no beacon (an edit that crashed holding it) or it
+        is unreadable; ``held.claim_exists`` says whether there is a claim to
+        give back or remove.
         """
         try:
-            os.rename(path + GEN_SUFFIX, claim)
-            target = os.readlink(claim)
+            os.rename(path + GEN_SUFFIX, held.claim)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StorageError.from_oserror(exc, path + GEN_SUFFIX) from exc
+        held.claim_exists = True
         try:
-            return int(target)
-        except ValueError:
-            log.warning("ignoring a malformed generation beacon %s -> %r", claim, target)
+            return int(os.readlink(held.claim))
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring an unreadable generation beacon %s: %s", held.claim, exc)
             return None
 
-    def _publish_generation(self, path: str, generation: int) -> None:
-        """After a commit: leave the generation for the next editor (best effort: the data is safe)."""
+    def _publish_generation(self, path: str, generation: int, token: str | None = None) -> None:
+        """After a commit: leave the generation for the next editor (best effort: the data is safe).
+
+        An edit publishes by renaming a fresh symlink over the beacon: the
+        holder that just committed knows the true generation, and must
+        replace whatever is there (a beacon given back by a holder that lost
+        the lock, or one that a spurious ENOENT kept us from claiming).
+        """
+        beacon = path + GEN_SUFFIX
         try:
-            os.symlink(str(generation), path + GEN_SUFFIX)
-        except FileExistsError:
-            pass  # only after a lost lock; a beacon is a lower bound, any one is safe
+            if token is None:  # a new session: nobody else can know its name yet
+                os.symlink(str(generation), beacon)
+                return
+            fresh = f"{path}{GEN_CLAIM_INFIX}n{token}"
+            os.symlink(str(generation), fresh)
+            try:
+                os.rename(fresh, beacon)
+            except OSError:
+                _unlink_quietly(fresh)
+                raise
         except OSError as exc:
             log.warning("could not publish the generation of %s: %s", path, exc)
 
@@ -468,7 +516,15 @@ class SessionStore:
             try:
                 os.unlink(path)
             except FileNotFoundError:
-                return False
+                # A reaper may have claimed it a moment ago (renamed aside
+                # to judge it again); removing the claim keeps the reaper
+                # from putting it back after this logout.
+                try:
+                    os.unlink(path + REAP_SUFFIX)
+                except FileNotFoundError:
+                    return False
+                except OSError as exc:
+                    raise StorageError.from_oserror(exc, path) from exc
             except OSError as exc:
                 raise StorageError.from_oserror(exc, path) from exc
             _unlink_quietly(path + GEN_SUFFIX)
@@ -518,10 +574,12 @@ class SessionStore:
 class _Held:
     """What ``SessionStore._holding`` hands its caller: the lock, the claimed generation, the data."""
 
-    __slots__ = ("claimed", "data", "finished", "header", "lock")
+    __slots__ = ("claim", "claim_exists", "claimed", "data", "finished", "header", "lock")
 
     def __init__(self, lock: MkdirLock, claimed: int | None) -> None:
         self.lock = lock
+        self.claim = ""
+        self.claim_exists = False
         self.claimed = claimed
         self.finished = False
         self.header: Header
@@ -532,21 +590,29 @@ class _Held:
         self.finished = True
 
 
-def _read_all(fd: int, size: int) -> bytes:
+def _read_all(fd: int, size: int, limit: int) -> bytes:
     """Read the file: one read of size+1 bytes normally suffices (a short count is end of file).
 
-    A file longer than fstat said comes back with size+1 bytes and then fails
-    verification as extended.
+    *size* is what fstat said, which a client cache can serve from the
+    previous version (sshfs, seen under two-host load) while the contents
+    come from the new one.  When the file turns out longer than that, its
+    header says how long it should be, and the rest is read (up to *limit*
+    bytes).  A file longer than its header says comes back one byte too long
+    and fails verification as extended.
     """
-    chunks, total = [], 0
-    while total <= size:
-        chunk = os.read(fd, size + 1 - total)
+    blob = os.read(fd, size + 1)
+    if len(blob) <= size:
+        return blob  # a short read of a regular file: that was all of it
+    want = len(blob)
+    if len(blob) >= HEADER_SIZE:
+        want = HEADER_SIZE + int.from_bytes(blob[HEADER_SIZE - 4 : HEADER_SIZE], "big") + MAC_SIZE
+    chunks, total = [blob], len(blob)
+    while total <= min(want, limit):
+        chunk = os.read(fd, min(want, limit) + 1 - total)
         if not chunk:
             break
         chunks.append(chunk)
         total += len(chunk)
-        if total == size:
-            break  # a regular file returned all it had: a further read would only say EOF
     return b"".join(chunks)
 
 
@@ -556,13 +622,6 @@ def _close_read_only(fd: int) -> None:
         os.close(fd)
     except OSError as exc:
         log.debug("closing a read-only descriptor: %s", exc)
-
-
-def _rename_quietly(src: str, dst: str) -> None:
-    try:
-        os.rename(src, dst)
-    except OSError as exc:
-        log.warning("could not rename %s to %s: %s", src, dst, exc)
 
 
 def _unlink_quietly(path: str) -> None:

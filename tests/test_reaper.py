@@ -114,7 +114,7 @@ def test_a_locked_session_is_skipped_and_a_dead_holders_lock_cleared(tmp_path: P
 
 
 def test_leftovers_of_crashes_are_removed_and_garbage_left_alone(tmp_path: Path) -> None:
-    store = SessionStore(tmp_path, secret_key=KEY)
+    store = SessionStore(tmp_path, secret_key=KEY, max_age=86400)
     sid = store.create({"keep": 1})
     path = Path(store._path(sid))
     bucket = path.parent
@@ -140,16 +140,23 @@ def test_leftovers_of_crashes_are_removed_and_garbage_left_alone(tmp_path: Path)
     planted.write_bytes(b"#!/bin/sh\nrm -rf /\n")
     os.utime(planted, (old, old))
 
-    stats = store.reap(grace=5)
+    # Claims are aged by ctime (a rename keeps the mtime), which cannot be set
+    # back: run the reaper 50 minutes in the future instead.
+    stats = reap(tmp_path, grace=5, now=lambda: time.time() + 3000)
     assert stats.errors == 0
     assert (stats.temp_files, stats.beacons, stats.litter) == (1, 2, 1)
     assert stats.garbage == 2 and any("README.txt" in p for p in stats.problems)
     assert not litter["temp"].exists() and litter["fresh-temp"].exists()
     assert not os.path.lexists(litter["orphan-beacon"]) and not os.path.lexists(litter["claim"])
-    assert os.readlink(bucket / (path.name + GEN_SUFFIX)) == "1", "the claimed beacon was given back"
+    # A dead editor's claim is removed, not given back: it may predate a commit
+    # the editor made before it died.  The next edit waits out caches instead.
+    assert not os.path.lexists(bucket / (path.name + GEN_SUFFIX))
     assert not litter["stage"].exists()
     assert foreign.read_text() == "not ours" and planted.exists(), "garbage is reported, never touched"
     assert store.load(sid) == {"keep": 1}
+    with store.edit(sid) as d:
+        d["keep"] = 2
+    assert os.readlink(bucket / (path.name + GEN_SUFFIX)) == "2"
 
 
 def test_max_seconds_stops_and_the_next_run_resumes(tmp_path: Path) -> None:
@@ -311,11 +318,11 @@ def test_claims_of_a_killed_reaper_are_settled(tmp_path: Path) -> None:
     # A reaper killed between claiming (rename aside) and settling: one claim
     # is still expired, the other was revived by a touch just before the claim.
     for sid in (dead, alive):
-        os.rename(store._path(sid), store._path(sid) + ".reap-0123456789abcdef")
+        os.rename(store._path(sid), store._path(sid) + ".reap")
     stats = store.reap(grace=5)
     assert stats.errors == 0 and (stats.removed, stats.in_use) == (1, 1)
     assert store.load(alive) == {"a": 1}, "a revived session is put back"
-    assert store.load(dead) is None and not list(tmp_path.rglob("*.reap-*"))
+    assert store.load(dead) is None and not list(tmp_path.rglob("*.reap"))
 
 
 def test_parallel_sweep_matches_serial(tmp_path: Path) -> None:
@@ -325,3 +332,44 @@ def test_parallel_sweep_matches_serial(tmp_path: Path) -> None:
     assert stats.complete and stats.errors == 0 and stats.removed == 2000 and stats.directories == 256
     assert [store.load(s) for s in live] == [{"live": i} for i in range(20)]
     assert len(_session_files(tmp_path)) == 20
+
+
+def test_an_interrupted_restore_leaves_the_live_session_alone(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    store = _store(tmp_path, clock)
+    sid = store.create({"n": 1})
+    path = store._path(sid)
+    os.link(path, path + ".reap")  # killed between link(aside, path) and unlink(aside)
+    clock.t += 500  # the session is now expired too, but its claim is only a second name of it
+    stats = store.reap(grace=5)
+    assert not os.path.exists(path + ".reap")
+    assert stats.removed == 1, "the session itself expired and went, once"
+    assert not os.path.lexists(path + GEN_SUFFIX)
+
+
+def test_a_logout_during_a_claim_is_not_undone(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    store = _store(tmp_path, clock)
+    sid = store.create({"user": "alice"})
+    clock.t += 200
+    path = store._path(sid)
+
+    from fssession import reaper
+
+    def revived_then_logged_out(self: reaper._Sweep, p: str) -> None:
+        os.utime(path, (clock.t, clock.t))  # a paused load's touch lands: the claim will look alive
+        real_settle = self._settle
+
+        def settle(aside: str, p2: str, seen: object, header: object) -> None:
+            assert store.delete(sid) is True, "delete() sees the claimed session and removes it"
+            real_settle(aside, p2, seen, header)  # type: ignore[arg-type]
+
+        self._settle = settle  # type: ignore[method-assign]
+
+    real = reaper._Sweep._judged
+    reaper._Sweep._judged = revived_then_logged_out  # type: ignore[method-assign]
+    try:
+        store.reap(grace=5)
+    finally:
+        reaper._Sweep._judged = real  # type: ignore[method-assign]
+    assert store.load(sid) is None, "the reaper put back a session the user had logged out of"

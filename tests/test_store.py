@@ -6,8 +6,10 @@ import errno
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +420,61 @@ def test_an_edit_killed_while_holding_the_beacon(tmp_path: Path) -> None:
         d["n"] += 1
     assert store.load(sid) == {"n": 6}
     assert os.readlink(f.parent / (f.name + GEN_SUFFIX)) == str(read_header(f.read_bytes()).generation)
+
+
+def _hold_in_child(root: Path, sid: str, *, after_commit: bool, lease: float) -> subprocess.Popen[str]:
+    """An editor in another process that stops itself (SIGSTOP) inside an edit, before or after committing."""
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from fssession import LockLost, SessionStore
+s = SessionStore({str(root)!r}, secret_key={KEY!r}, lease={lease}, fs_slack=0.2)
+if {after_commit}:
+    publish = s._publish_generation
+    def stop_then_publish(path, generation, token=None):
+        print("committed", flush=True); os.kill(os.getpid(), signal.SIGSTOP); publish(path, generation, token)
+    s._publish_generation = stop_then_publish
+try:
+    with s.edit({sid!r}) as d:
+        d["n"] += 100
+        if not {after_commit}:
+            print("holding", flush=True); os.kill(os.getpid(), signal.SIGSTOP)
+    print("ok", flush=True)
+except LockLost:
+    print("LockLost", flush=True)
+"""
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_holder_that_lost_the_lock_never_covers_a_newer_beacon(tmp_path: Path) -> None:
+    store = StaleReads(tmp_path, secret_key=KEY, lease=1.0, fs_slack=0.2, lock_timeout=20)
+    sid = store.create({"n": 0})
+    with store.edit(sid) as d:
+        d["n"] = 1
+    old = _session_file(tmp_path).read_bytes()
+    a = _hold_in_child(tmp_path, sid, after_commit=False, lease=1.0)
+    assert a.stdout is not None and a.stdout.readline().strip() == "holding"
+    time.sleep(1.5)  # past A's lease
+    with store.edit(sid) as d:  # B takes over (no beacon: A holds the claim) and commits
+        d["n"] = 2
+        os.kill(a.pid, signal.SIGCONT)  # A wakes while B holds the lock, and gives up
+        assert a.stdout.readline().strip() == "LockLost"
+    a.wait()
+    _assert_beacons_match(tmp_path)
+    store.stale = [old]  # a client cache still serving n=1
+    with store.edit(sid) as d:
+        assert d["n"] == 2, "a stale read was accepted: the beacon was covered by an older one"
+
+
+def test_lock_lost_after_the_commit_is_not_an_error(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, secret_key=KEY, lease=1.0, fs_slack=0.2, lock_timeout=20)
+    sid = store.create({"n": 0})
+    a = _hold_in_child(tmp_path, sid, after_commit=True, lease=1.0)
+    assert a.stdout is not None and a.stdout.readline().strip() == "committed"
+    time.sleep(1.5)
+    with store.edit(sid) as d:  # takes the expired lock over
+        d["n"] += 1
+    os.kill(a.pid, signal.SIGCONT)
+    assert a.stdout.readline().strip() == "ok", "a committed edit reported failure (a caller would retry it)"
+    a.wait()
+    assert store.load(sid) == {"n": 101}

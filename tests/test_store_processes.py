@@ -90,3 +90,35 @@ def test_sigkilled_writers_leave_old_or_new_versions(tmp_path: Path) -> None:
     assert sum(last.values()) > 12 * 5
     leftovers = [p for p in tmp_path.rglob(f"*{TMP_INFIX}*")]
     assert len(leftovers) <= 24, "at most one temp file per killed writer (the reaper removes them)"
+
+
+def test_loads_on_one_mount_while_another_host_rewrites(shared_fs: SharedFS) -> None:
+    """Lock-free loads during commits from another host: never a false "tampered", "missing" or error.
+
+    Found by the cluster demo on sshfs: fstat served the old version's size
+    while read returned the new one, which looked like a truncated file.
+    """
+    a, b = shared_fs.fresh_dir("store-rewrite")
+    store = SessionStore(a, secret_key=KEY)
+    sids = [store.create({"n": 0}) for _ in range(2)]
+    time.sleep(1.2)
+    writer = subprocess.Popen(
+        [sys.executable, WORKER, "churn", str(b), *sids], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    loads, failures = 0, []
+    try:
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            for sid in sids:
+                try:
+                    if store.load(sid) is None:
+                        failures.append("None")
+                except Exception as exc:  # every failure is recorded and fails the test below
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                loads += 1
+    finally:
+        writer.kill()
+        _, err = writer.communicate()
+    assert "Traceback" not in err, err[-2000:]
+    print(f"{shared_fs.kind}: {loads} loads during another host's rewrites, {len(failures)} failures")
+    assert not failures, failures[:5]
