@@ -207,6 +207,8 @@ class SessionStore:
                     raise StorageError.from_oserror(exc, path) from exc
                 else:
                     give_up = min(give_up, time.monotonic() + max(self.fs_slack, 0.1))
+                    if _revalidate(path):
+                        continue  # the name now leads to the current version: read it at once
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 continue
@@ -422,18 +424,52 @@ class SessionStore:
         is unreadable; ``held.claim_exists`` says whether there is a claim to
         give back or remove.
         """
-        try:
-            os.rename(path + GEN_SUFFIX, held.claim)
-        except FileNotFoundError:
+        if not self._rename_beacon(path + GEN_SUFFIX, held.claim):
             return None
-        except OSError as exc:
-            raise StorageError.from_oserror(exc, path + GEN_SUFFIX) from exc
         held.claim_exists = True
         try:
             return int(os.readlink(held.claim))
         except (OSError, ValueError) as exc:
             log.warning("ignoring an unreadable generation beacon %s: %s", held.claim, exc)
             return None
+
+    def _rename_beacon(self, beacon: str, claim: str) -> bool:
+        """Rename the beacon to our claim; False only if it truly is not there.
+
+        Seen on GlusterFS under contention: the rename fails with ENOENT
+        while the beacon exists, because this client resolves the name
+        through its cached entry for the beacon that another host's commit
+        replaced.  A listing of the directory refreshes the entry, so ENOENT
+        is believed only when two listings, taken apart, lack the beacon.
+        Believing it wrongly would cost a wait of ``fs_slack``, not safety.
+        """
+        deadline = time.monotonic() + 2 * self.fs_slack + 1.0
+        directory, name = os.path.split(beacon)
+        absent = 0
+        while True:
+            try:
+                os.rename(beacon, claim)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                    raise StorageError.from_oserror(exc, beacon) from exc
+            if _revalidate(beacon):
+                try:
+                    os.rename(beacon, claim)
+                    return True
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                        raise StorageError.from_oserror(exc, beacon) from exc
+            try:
+                names = set(os.listdir(directory))
+            except OSError:
+                names = set()
+            if os.path.basename(claim) in names:
+                return True  # it did happen: the reply was lost
+            absent = absent + 1 if name not in names else 0
+            if absent >= 2 or time.monotonic() > deadline:
+                return False
+            time.sleep(0.01 if not absent else 0.05)
 
     def _publish_generation(self, path: str, generation: int, token: str | None = None) -> None:
         """After a commit: leave the generation for the next editor (best effort: the data is safe).
@@ -477,6 +513,7 @@ class SessionStore:
             return self._read_live(path, sid)
         deadline = time.monotonic() + 2 * self.fs_slack + 0.1
         delay = 0.005
+        refreshed = False
         while True:
             found = self._read_live(path, sid)
             if found[0].generation >= claimed:
@@ -488,8 +525,17 @@ class SessionStore:
                     path,
                 )
             log.debug("stale read of %s (generation %d < %d): reading again", path, found[0].generation, claimed)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            if refreshed:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            else:
+                # The client resolved the name through its cached entry for
+                # the version another host replaced.  A listing of the
+                # directory (READDIRPLUS on FUSE) brings the entries up to
+                # date; without it the cache would serve the old version
+                # until its entry timeout (a second on GlusterFS).
+                _list_quietly(os.path.dirname(path))
+                refreshed = True
 
     def touch(self, sid: str) -> None:
         """Extend the session's life without rewriting its data; :class:`SessionNotFound` if gone."""
@@ -614,6 +660,30 @@ def _read_all(fd: int, size: int, limit: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def _revalidate(path: str) -> bool:
+    """After a stale handle: make this client look the name up afresh; True if it now finds something.
+
+    GlusterFS answers ``open`` through the client's cached entry for a name
+    that another host's rename replaced (the open itself may be deferred),
+    and only ``fstat`` then says ESTALE; waiting for the entry to expire
+    costs up to a second per read.  A ``stat`` by path meets the same stale
+    entry, gets ESTALE, and the kernel retries that lookup uncached
+    (LOOKUP_REVAL), which replaces the entry for the next ``open``.
+    """
+    try:
+        os.lstat(path)  # lstat: a beacon is a symlink, and nothing is ever followed
+    except OSError:
+        return False
+    return True
+
+
+def _list_quietly(directory: str) -> None:
+    try:
+        os.listdir(directory)
+    except OSError as exc:
+        log.debug("could not list %s: %s", directory, exc)
 
 
 def _close_read_only(fd: int) -> None:

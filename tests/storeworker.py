@@ -40,6 +40,10 @@ def main(argv: list[str]) -> None:
         logging.getLogger("fssession.store").addHandler(stale)
         logging.getLogger("fssession.store").setLevel(logging.DEBUG)
         for _ in range(n):
+            # A lock-free load first, as a web request does: on GlusterFS it
+            # primes the client cache that then serves the edit an old
+            # version (the stale read the generation beacon must catch).
+            store.load(sid)
             with store.edit(sid) as data:
                 data["n"] = data.get("n", 0) + 1
         print(json.dumps({"done": n, "stale_reads": stale.count}), flush=True)
