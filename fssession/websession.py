@@ -216,6 +216,7 @@ class Session(MutableMapping[str, Any]):
         self._modified_flag = False
         self._rotate_pending = False
         self._to_delete: list[str] = []
+        self._commit_failed = False  # a commit raised: nothing more is stored for this request
         self._max_age = max_age
         self._max_age_changed = False
         self._wrote = False
@@ -422,9 +423,20 @@ class Session(MutableMapping[str, Any]):
         :class:`~fssession.SessionTooLarge`): an application that wants to
         handle them itself calls ``commit()`` in its view.
         """
-        if not self._loaded:
+        if not self._loaded or self._commit_failed:
             return
         self._check_io()
+        try:
+            self._commit()
+        except BaseException:
+            # The caller is told (the error propagates, typically as a 500):
+            # this request's changes were not stored, and no later commit of
+            # this request (the error page's start_response, the late commit
+            # at close) may store them behind that answer.
+            self._commit_failed = True
+            raise
+
+    def _commit(self) -> None:
         while self._to_delete:
             sid = self._to_delete[0]
             with suppress(InvalidSessionId):  # a malformed cookie names no file: nothing to delete

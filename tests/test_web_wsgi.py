@@ -519,3 +519,37 @@ def test_two_server_processes_share_one_session(two_servers: tuple[Path, int, in
     expected = {"user": "alice", "a": "1", "b": "2", "n": 4 * rounds}
     expected.update({f"k{i}_{j}": str(j) for i in range(4) for j in range(rounds)})
     assert data == expected
+
+
+class FailsOnce(SessionStore):
+    """A store whose first locked edit times out (another node held the lock too long), then works."""
+
+    failed = False
+
+    def edit(self, sid: str, *, max_age: int | None = None) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise LockTimeout(self._path(sid) + ".lock", None, 10.0)
+        return super().edit(sid, max_age=max_age)
+
+
+def test_a_commit_that_failed_is_not_stored_behind_the_error_page(tmp_path: Path) -> None:
+    store = FailsOnce(tmp_path / "s", SECRET)
+    sid = store.create({"a": "1"})
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["fssession.session"]["b"] = "2"
+        try:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+        except LockTimeout:
+            # The application reports the failure with an error page, on the same start_response.
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"try again"]
+        return [b"ok"]
+
+    client = Client(SessionMiddleware(app, store, secure=False))
+    client.set_cookie("fssession", sid, domain="localhost")
+    response = client.get("/")
+    assert response.status_code == 500
+    response.close()
+    assert store.load(sid) == {"a": "1"}, "the change was stored although the client was told it failed"
