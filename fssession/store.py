@@ -474,16 +474,21 @@ class SessionStore:
     def _publish_generation(self, path: str, generation: int, token: str | None = None) -> None:
         """After a commit: leave the generation for the next editor (best effort: the data is safe).
 
-        An edit publishes by renaming a fresh symlink over the beacon: the
-        holder that just committed knows the true generation, and must
-        replace whatever is there (a beacon given back by a holder that lost
-        the lock, or one that a spurious ENOENT kept us from claiming).
+        While we hold the claim there is normally no beacon, so a plain
+        symlink does it.  If one is there (a spurious ENOENT kept us from
+        claiming it, or a holder that lost the lock gave its claim back in
+        the instant before it could notice), the holder that just committed
+        knows the true generation and replaces it, by renaming a fresh
+        symlink over it.
         """
         beacon = path + GEN_SUFFIX
         try:
-            if token is None:  # a new session: nobody else can know its name yet
+            try:
                 os.symlink(str(generation), beacon)
                 return
+            except FileExistsError:
+                if token is None:
+                    raise
             fresh = f"{path}{GEN_CLAIM_INFIX}n{token}"
             os.symlink(str(generation), fresh)
             try:

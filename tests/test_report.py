@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from fssession import MkdirLock, SessionStore
 from fssession.layout import LOCK_SUFFIX, TMP_INFIX
@@ -76,3 +81,35 @@ def test_inspect_verdicts(tmp_path: Path) -> None:
     store.delete(sid)
     missing = _cli("inspect", str(tmp_path), sid, env=env)
     assert missing.returncode == 1 and "no such session" in missing.stderr
+
+
+def test_stats_of_a_million_sessions_stays_under_100_mb(tmp_path: Path) -> None:
+    """Streaming: peak memory of `stats` over 1,000,000 session files (on tmpfs, for speed)."""
+    shm = Path("/dev/shm")
+    free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize if shm.is_dir() else 0
+    if free < 6 << 30:
+        pytest.skip(f"needs /dev/shm with 6 GiB free for a million files (has {free >> 20} MiB)")
+    root = Path(tempfile.mkdtemp(prefix="fss-million-", dir=shm))
+    try:
+        store = SessionStore(root, secret_key=KEY)
+        blob = Path(store._path(store.create({"user": "alice"}))).read_bytes()
+        names = (hashlib.blake2b(i.to_bytes(8, "big"), digest_size=32).hexdigest() for i in range(1_000_000))
+        for name in names:
+            bucket = root / name[:2]
+            fd = os.open(bucket / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, blob)
+            os.close(fd)
+        code = (
+            "import json, sys; from fssession.report import store_stats; s = store_stats(sys.argv[1]); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]; "
+            "print(json.dumps({'sessions': s.sessions, 'peak_kb': int(hwm)}))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=600, cwd=REPO, check=True
+        )
+        result = json.loads(out.stdout)
+        print(f"stats over {result['sessions']:,} sessions: peak {result['peak_kb'] / 1024:.1f} MB")
+        assert result["sessions"] == 1_000_001
+        assert result["peak_kb"] < 100 * 1024
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -478,3 +478,17 @@ def test_lock_lost_after_the_commit_is_not_an_error(tmp_path: Path) -> None:
     assert a.stdout.readline().strip() == "ok", "a committed edit reported failure (a caller would retry it)"
     a.wait()
     assert store.load(sid) == {"n": 101}
+
+
+def test_a_commit_replaces_a_beacon_that_appeared_while_it_held_the_claim(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, secret_key=KEY)
+    sid = store.create({"n": 0})
+    for _ in range(3):
+        with store.edit(sid) as d:
+            d["n"] += 1
+    f = _session_file(tmp_path)
+    with store.edit(sid) as d:
+        os.symlink("1", f.parent / (f.name + GEN_SUFFIX))  # an old beacon, given back by a holder that lost the lock
+        d["n"] += 1
+    _assert_beacons_match(tmp_path)
+    assert os.readlink(f.parent / (f.name + GEN_SUFFIX)) == "5"
