@@ -105,6 +105,7 @@ class SessionStore:
         self._naming_key = self._load_naming_key()
         self._root = os.fspath(self.root)
         self._paths: dict[str, str] = {}  # recently used ids -> paths (validated, hashed once)
+        self._locks: dict[str, MkdirLock] = {}  # recently used paths -> their locks
 
     # ------------------------------------------------------------------ time
     def now(self) -> float:
@@ -154,11 +155,26 @@ class SessionStore:
         return path
 
     def _lock(self, path: str) -> MkdirLock:
-        # dir_mode: nodes running as other uids of the group must be able to
-        # judge and take over a dead holder's lock.
-        return MkdirLock(
-            path + LOCK_SUFFIX, timeout=self.lock_timeout, lease=self.lease, fs_slack=self.fs_slack, mode=self.dir_mode
-        )
+        """The session's lock object, reused for recently used sessions (building one costs more than a rename).
+
+        Reuse is safe: a MkdirLock keeps its holds per thread, and a free one
+        carries no state into the next acquire.
+        """
+        lock = self._locks.get(path)
+        if lock is None:
+            # dir_mode: nodes running as other uids of the group must be able
+            # to judge and take over a dead holder's lock.
+            lock = MkdirLock(
+                path + LOCK_SUFFIX,
+                timeout=self.lock_timeout,
+                lease=self.lease,
+                fs_slack=self.fs_slack,
+                mode=self.dir_mode,
+            )
+            if len(self._locks) >= 1024:
+                self._locks = {p: held for p, held in self._locks.items() if held.is_locked}
+            self._locks[path] = lock
+        return lock
 
     # ------------------------------------------------------------- reading
     def _read(self, path: str) -> tuple[Header, dict[str, Any], float] | None:
@@ -373,6 +389,10 @@ class SessionStore:
         session); otherwise the beacon is given back on the way out.
         """
         lock = self._lock(path)
+        if lock.is_locked:
+            # Nested edits of one session in one thread would each commit
+            # over the other (and used to wait for themselves until timeout).
+            raise RuntimeError(f"this thread is already editing session file {path}")
         lock.acquire()
         held = _Held(lock, None)
         try:

@@ -492,3 +492,16 @@ def test_a_commit_replaces_a_beacon_that_appeared_while_it_held_the_claim(tmp_pa
         d["n"] += 1
     _assert_beacons_match(tmp_path)
     assert os.readlink(f.parent / (f.name + GEN_SUFFIX)) == "5"
+
+
+def test_a_nested_edit_of_the_same_session_is_refused(store: SessionStore) -> None:
+    sid = store.create({"n": 0})
+    with store.edit(sid) as d:
+        with pytest.raises(RuntimeError, match="already editing"), store.edit(sid):
+            pass
+        d["n"] = 1
+    assert store.load(sid) == {"n": 1}
+    other = store.create({"m": 0})
+    with store.edit(sid) as d, store.edit(other) as e:  # different sessions nest fine
+        d["n"], e["m"] = 2, 2
+    assert (store.load(sid), store.load(other)) == ({"n": 2}, {"m": 2})
