@@ -513,28 +513,38 @@ class _Sweep:
         an edit's commit that landed since the first look is seen here.
         """
         aside = path + REAP_SUFFIX  # one name per session: delete() knows it and removes it too
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return  # deleted, rotated or reaped meanwhile
-        self._settle(aside, path, seen, header)
+        for _ in range(2):
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                return  # deleted, rotated or reaped meanwhile
+            if not self._settle(aside, path, seen, header):
+                return
+            # The claim was a second link to this very file (a restore that
+            # was interrupted), so the rename did nothing; that link is gone
+            # now: claim again.
 
-    def _settle(self, aside: str, path: str, seen: os.stat_result | None, header: Header | None) -> None:
-        """Remove a claimed file if it is expired; otherwise put it back (unless a newer version took its place)."""
+    def _settle(self, aside: str, path: str, seen: os.stat_result | None, header: Header | None) -> bool:
+        """Remove a claimed file if it is expired; otherwise put it back (unless a newer version took its place).
+
+        True when the claim turned out to be a second link of the session
+        file (left by an interrupted restore): that link is removed and the
+        session, still under its name, must be claimed again.
+        """
         try:
             st = os.lstat(aside)
         except FileNotFoundError:
-            return  # a delete() (logout) removed the claim, or another reaper settled it
+            return False  # a delete() (logout) removed the claim, or another reaper settled it
         if st.st_nlink > 1:
-            os.unlink(aside)  # a restore that was interrupted: the session is back under its name
-            return
+            os.unlink(aside)  # the session is back under its name, or about to be judged there
+            return True
         if seen is None or (st.st_ino, st.st_dev) != (seen.st_ino, seen.st_dev):
             header = self._header(aside)  # another version than the one judged: judge it anew
         if header is not None and header.expired(self.now(), st.st_mtime, self.grace):
             try:
                 os.unlink(aside)
             except FileNotFoundError:
-                return  # another reaper (or a logout) settled it first: counted there
+                return False  # another reaper (or a logout) settled it first: counted there
             self.stats.removed += 1
             # No new version can have taken the name meanwhile: only an edit
             # could write one, and an edit refuses a session expired by more
@@ -542,9 +552,10 @@ class _Sweep:
             _unlink_if_there(path + GEN_SUFFIX)
             if len(self.removed_here) < 65536:
                 self.removed_here.add(os.path.basename(path))
-            return
+            return False
         self._restore(aside, path)
         self.stats.in_use += 1
+        return False
 
     def _restore(self, aside: str, path: str) -> None:
         """Put back a claimed session that turned out to be in use.
