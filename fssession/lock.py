@@ -379,7 +379,7 @@ class MkdirLock:
                 quick_retries += 1
                 continue
             # Exponential backoff with jitter, capped in proportion to what a
-            # try costs here: a waiter sleeps at least 20 times as long as it
+            # try costs here: a waiter sleeps 10 to 20 times as long as it
             # spends trying (no busy spinning, bounded load on a file server),
             # yet on a fast disk it does not sleep 50 ms while others take the
             # lock thousands of times (that is how waiters starve).

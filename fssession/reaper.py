@@ -13,11 +13,13 @@ Why it never deletes a session in use:
   mtime younger than its idle timeout, and ``grace`` covers the client
   caches (a change another host made is invisible here for at most
   ``fs_slack``) and the error in our estimate of the server's clock.
-* It takes the session's lock without waiting (a locked session is in use:
-  skipped), then looks at the file again: if it was replaced or touched
-  since it was judged, it is judged again.  An ``edit`` cannot commit while
-  the reaper holds the lock, and one that starts after the removal finds no
-  session.
+* A session whose lock exists is taken through that lock without waiting
+  (a live holder: in use, skipped).  The file is then claimed by an atomic
+  rename to ``<name>.reap`` and the claimed file judged again (touched or
+  replaced since the first look: put back with ``link()``); only then is it
+  removed.  An ``edit`` that starts after the claim finds no session, and a
+  ``delete`` removes the claim too.  NOTES.md ("The reaper") says why an
+  unlocked session needs no lock for this.
 * Stale locks are cleared by acquiring them through :class:`MkdirLock`,
   whose own rules decide staleness (a dead holder on this host, or a lease
   run out on the server's clock); a live holder is never disturbed.
@@ -30,7 +32,7 @@ Why it never deletes a session in use:
 Several reapers (cron on every node) coordinate through a store-wide
 :class:`MkdirLock`: a reaper that finds it held exits at once, quietly.  If
 they overlap anyway (a reaper frozen past its lease), each removal is still
-decided under the session's own lock, so the result is the same.
+settled by the claim's atomic rename, so the result is the same.
 ``max_seconds`` stops a run cleanly after the current directory and leaves a
 cursor so the next run carries on where this one stopped.
 """

@@ -256,7 +256,8 @@ class Session(MutableMapping[str, Any]):
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
-            self._check_io()
+            if self.cookie_sid is not None:  # without a cookie there is nothing to read
+                self._check_io()
             self._adopt_loaded(self._read_cookie_session())
         self.accessed = True
 

@@ -260,3 +260,10 @@ def test_locked_counter_exact_under_threads(store: OffLoopStore) -> None:
 
     run_threads(6, work)
     assert store.load(sid) == {"a": "1", "n": 90}
+
+
+def test_a_request_without_a_cookie_may_use_the_session_directly(store: OffLoopStore) -> None:
+    """With no cookie there is nothing to read, so touching the session on the event loop is fine."""
+    for eager in (True, False):
+        client = client_for(store, eager=eager)
+        assert client.get("/touch-unloaded").json()["error"] is None
