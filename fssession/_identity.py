@@ -9,6 +9,7 @@ recycled PID, not the holder.  Nothing here touches the shared filesystem.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -110,3 +111,16 @@ def is_dead_here(owner: ProcessIdentity) -> bool:
     if owner.host_id != me.host_id or owner.start_time == 0 or me.start_time == 0:
         return False
     return process_start_time(owner.pid) != owner.start_time
+
+
+@functools.cache
+def process_umask() -> int:
+    """This process's umask, read once (from /proc, since reading it with os.umask would change it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass  # no /proc: assume the common default
+    return 0o022

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ._identity import ProcessIdentity, current_identity, is_dead_here
+from ._identity import ProcessIdentity, current_identity, is_dead_here, process_umask
 from .errors import LockError, LockLost, LockTimeout, StorageError
 
 __all__ = [
@@ -258,6 +258,9 @@ class MkdirLock:
         self.fs_slack = fs_slack
         self.server_clock = server_clock
         self.mode = mode
+        # The umask would strip group bits a store shared by several users of
+        # one group needs (they must be able to take over each other's locks).
+        self._chmod_needed = bool(mode & process_umask())
         self._thread_local = thread_local
         # How often a waiter re-lists the lock directory (each listing is
         # several round trips on a network filesystem).
@@ -470,6 +473,12 @@ class MkdirLock:
                 raise StorageError(errno.EIO, "the filesystem refused to create a directory", stage) from exc
         except OSError as exc:
             raise StorageError.from_oserror(exc, stage) from exc
+        if self._chmod_needed:
+            try:
+                os.chmod(stage, self.mode)
+            except OSError as exc:
+                _remove_tree_quietly(stage)
+                raise StorageError.from_oserror(exc, stage) from exc
         ctx.stage = stage
         ctx.stage_marker = marker
         ctx.mine[marker] = base

@@ -45,7 +45,6 @@ import errno
 import json
 import multiprocessing as mp
 import os
-import secrets
 import stat
 import sys
 import time
@@ -406,13 +405,13 @@ class _Sweep:
         self.temp_age = temp_age
         self.lease = lease
         self.fs_slack = fs_slack
-        self.token = secrets.token_hex(8)
+        self.lock_mode = 0o700  # set from each directory's own mode as it is swept
         # Names removed in the current directory, so that their beacons,
         # listed later, cost nothing; bounded, so memory stays flat.
         self.removed_here: set[str] = set()
 
     def _lock(self, session_path: str) -> MkdirLock:
-        return MkdirLock(session_path + LOCK_SUFFIX, lease=self.lease, fs_slack=self.fs_slack)
+        return MkdirLock(session_path + LOCK_SUFFIX, lease=self.lease, fs_slack=self.fs_slack, mode=self.lock_mode)
 
     def directory(self, bucket: str) -> None:
         try:
@@ -424,6 +423,13 @@ class _Sweep:
             return
         now = self.now()
         self.removed_here.clear()
+        try:
+            # Locks get the mode the store gave its directories, so that web
+            # nodes running as other users of the group can judge a lock a
+            # reaper left when it died (a 0700 lock would stay theirs forever).
+            self.lock_mode = os.stat(bucket).st_mode & 0o7777
+        except OSError:
+            self.lock_mode = 0o700
         try:
             with entries:
                 for entry in entries:
@@ -592,7 +598,7 @@ class _Sweep:
         # Locks exist only while held, so there are few; trying each one lets
         # the lock's own rules judge it (a dead holder on this host is cleared
         # at once, a live one makes this fail without waiting).
-        lock = MkdirLock(entry.path, lease=self.lease, fs_slack=self.fs_slack)
+        lock = MkdirLock(entry.path, lease=self.lease, fs_slack=self.fs_slack, mode=self.lock_mode)
         try:
             lock.acquire(blocking=False)
         except LockTimeout:

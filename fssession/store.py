@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ._identity import process_umask
 from .errors import (
     LockLost,
     SessionNotFound,
@@ -97,7 +98,7 @@ class SessionStore:
         self._clock = clock
         self._offset = 0.0
         self._offset_at = float("-inf")
-        self._chmod_needed = bool(file_mode & _current_umask())
+        self._chmod_needed = bool(file_mode & process_umask())
         try:
             self.root.mkdir(mode=dir_mode, parents=True, exist_ok=True)
         except OSError as exc:
@@ -316,9 +317,16 @@ class SessionStore:
         try:
             os.mkdir(bucket, self.dir_mode)
         except FileExistsError:
-            pass  # another node made it first
+            return  # another node made it first
         except OSError as exc:
             raise StorageError.from_oserror(exc, bucket) from exc
+        if self.dir_mode & process_umask():
+            # The umask would take away what dir_mode grants (e.g. the group's
+            # write bit on a store shared by several users).
+            try:
+                os.chmod(bucket, self.dir_mode)
+            except OSError as exc:
+                raise StorageError.from_oserror(exc, bucket) from exc
 
     def _encode(
         self, data: Mapping[str, Any], generation: int, created: float, *, idle: int, expires_at: float | None = None
@@ -737,13 +745,3 @@ def _fsync_dir(directory: str) -> None:
             raise StorageError.from_oserror(exc, directory) from exc
     finally:
         os.close(fd)
-
-
-def _current_umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass  # no /proc: assume the common default
-    return 0o022

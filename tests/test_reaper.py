@@ -373,3 +373,25 @@ def test_a_logout_during_a_claim_is_not_undone(tmp_path: Path) -> None:
     finally:
         reaper._Sweep._judged = real  # type: ignore[method-assign]
     assert store.load(sid) is None, "the reaper put back a session the user had logged out of"
+
+
+def test_the_reapers_locks_take_the_stores_directory_mode(tmp_path: Path) -> None:
+    """Web nodes of other users in the group must be able to judge a lock a dead reaper left."""
+    clock = Clock(T0)
+    store = _store(tmp_path, clock, dir_mode=0o770, file_mode=0o660)
+    store.create()
+    clock.t += 500
+    from fssession import reaper
+
+    modes: list[int] = []
+
+    def record(self: reaper._Sweep, p: str) -> None:
+        modes.append(self._lock(p).mode)
+
+    real = reaper._Sweep._judged
+    reaper._Sweep._judged = record  # type: ignore[method-assign]
+    try:
+        store.reap(grace=5)
+    finally:
+        reaper._Sweep._judged = real  # type: ignore[method-assign]
+    assert modes == [0o770]

@@ -505,3 +505,21 @@ def test_a_nested_edit_of_the_same_session_is_refused(store: SessionStore) -> No
     with store.edit(sid) as d, store.edit(other) as e:  # different sessions nest fine
         d["n"], e["m"] = 2, 2
     assert (store.load(sid), store.load(other)) == ({"n": 2}, {"m": 2})
+
+
+def test_a_group_shared_store_keeps_its_group_bits_despite_the_umask(tmp_path: Path) -> None:
+    """Web nodes running as different users of one group: buckets, locks and files stay group-writable."""
+    old = os.umask(0o022)
+    try:
+        store = SessionStore(tmp_path, secret_key=KEY, dir_mode=0o770, file_mode=0o660)
+        sid = store.create({"n": 0})
+        lock_modes: list[int] = []
+        with store.edit(sid) as d:
+            path = Path(store._path(sid))
+            lock_modes.append((path.parent / (path.name + ".lock")).stat().st_mode & 0o777)
+            d["n"] = 1
+    finally:
+        os.umask(old)
+    assert path.parent.stat().st_mode & 0o777 == 0o770
+    assert path.stat().st_mode & 0o777 == 0o660
+    assert lock_modes == [0o770]
