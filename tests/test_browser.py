@@ -122,14 +122,26 @@ def text(driver: Any, element_id: str) -> str:
 
 def click(driver: Any, element_id: str = "", *, link_text: str | None = None) -> None:
     """Click a button by id (or a link by its text) and wait for the next page to load."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     target = driver.find_element(By.LINK_TEXT, link_text) if link_text else driver.find_element(By.ID, element_id)
     target.click()
-    WebDriverWait(driver, WAIT).until(ec.staleness_of(old))
+
+    def replaced(_: Any) -> bool:
+        # The old page's element is gone once the next page loaded.  Chromium
+        # sometimes reports that mid-navigation as an "unhandled inspector
+        # error" instead of a stale element, hence any WebDriverException.
+        try:
+            old.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, WAIT).until(replaced)
+    WebDriverWait(driver, WAIT).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def set_cookie_headers(driver: Any) -> list[str]:
