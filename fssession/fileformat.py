@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import pickle
 import struct
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ from typing import Any
 
 from .errors import TamperedSession
 
-__all__ = ["HEADER_SIZE", "MAC_SIZE", "Header", "Keyring", "decode", "encode", "read_header"]
+__all__ = ["HEADER_SIZE", "MAC_SIZE", "Header", "Keyring", "decode", "encode", "read_file_header", "read_header"]
 
 MAGIC = b"FSSN"
 VERSION = 1
@@ -120,6 +121,20 @@ def read_header(blob: bytes) -> Header:
     if version != VERSION:
         raise TamperedSession(f"unknown session format version {version}")
     return Header(key_id, generation, created, expires_at, idle, length)
+
+
+def read_file_header(path: str) -> Header:
+    """Read and parse the header of the session file at *path*, without verifying it (no key needed).
+
+    Three calls (open, read, close), never following a symlink.  Raises
+    OSError (FileNotFoundError if it is gone) or :class:`TamperedSession`.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        blob = os.read(fd, HEADER_SIZE)
+    finally:
+        os.close(fd)
+    return read_header(blob)
 
 
 def decode(blob: bytes, keyring: Keyring) -> tuple[Header, dict[str, Any]]:

@@ -41,10 +41,12 @@ from .errors import LockError, LockLost, LockTimeout, StorageError
 __all__ = [
     "MkdirLock",
     "OwnerInfo",
+    "ServerClock",
     "discard_litter_entry",
     "is_litter_name",
     "read_owner",
     "remove_litter",
+    "rename_by_exact_name",
     "server_now",
 ]
 
@@ -671,33 +673,8 @@ class MkdirLock:
         return LockLost(f"lock {self._path!r} was taken over by another holder before {what}")
 
     def _rename_marker(self, src: str, dst: str) -> None:
-        """Rename an entry of the lock directory by exact name; OSError only if it truly failed.
-
-        Seen on GlusterFS under contention: a rename by path fails with ENOENT
-        for a second or two although the entry is there (the client resolves
-        the name through a stale view of a lock directory of the same name
-        that was replaced).  So ENOENT is believed only when two listings of
-        the directory, taken apart, both lack the source; otherwise the
-        rename is retried for as long as such a cache may be stale.
-        """
-        src_path, dst_path = os.path.join(self._path, src), os.path.join(self._path, dst)
-        deadline = _clock() + 2 * self.fs_slack + 2.0
-        absent = 0
-        while True:
-            try:
-                os.rename(src_path, dst_path)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ESTALE):
-                    raise
-                failure = exc
-            names = _listing(self._path)
-            if names is not None and dst in names:
-                return  # it did happen: the reply was lost
-            absent = absent + 1 if names is not None and src not in names else 0
-            if absent >= 2 or _clock() > deadline:
-                raise failure
-            time.sleep(0.1)
+        """Rename an entry of the lock directory by exact name; OSError only if it truly failed."""
+        rename_by_exact_name(os.path.join(self._path, src), os.path.join(self._path, dst), 2 * self.fs_slack + 2.0)
 
     def refresh(self) -> None:
         """Renew the lease for another *lease* seconds; :class:`LockLost` if it was taken over."""
@@ -848,6 +825,77 @@ def server_now(directory: str | os.PathLike[str]) -> float:
         return os.lstat(probe).st_mtime
     finally:
         os.rmdir(probe)
+
+
+def rename_by_exact_name(src: str, dst: str, patience: float) -> None:
+    """Rename *src* (an entry other hosts also rename) to *dst*; OSError only if it truly failed.
+
+    Seen on GlusterFS under contention: a rename by path fails with ENOENT
+    for a second or two although the entry is there, because this client
+    resolves the name through its cached entry for one that another host
+    replaced.  An ``lstat`` by path then makes the kernel look the name up
+    afresh, and a listing refreshes the entries too; so ENOENT is believed
+    only when two listings of the directory, taken apart, both lack the
+    source, and otherwise the rename is retried for up to *patience*
+    seconds.  A *dst* that is listed means it did happen (a lost reply).
+    """
+    directory, name = os.path.split(src)
+    deadline = _clock() + patience
+    absent = 0
+    while True:
+        for attempt in range(2):
+            try:
+                os.rename(src, dst)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                    raise
+                failure = exc
+            if attempt or _exists(src) is not True:
+                break  # the fresh lookup did not find it either: ask the directory
+        names = _listing(directory)
+        if names is not None and os.path.basename(dst) in names:
+            return
+        absent = absent + 1 if names is not None and name not in names else 0
+        if absent >= 2 or _clock() > deadline:
+            raise failure
+        time.sleep(0.05)
+
+
+class ServerClock:
+    """The file server's clock: ours plus an offset read from the mtime it stamps, renewed every minute.
+
+    On a full filesystem (no inode for the probe) the directory itself is
+    stamped instead.  If neither works (a read-only store), ``strict``
+    raises :class:`StorageError`; otherwise our own clock has to do.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, strict: bool = True) -> None:
+        self._directory = os.fspath(directory)
+        self._strict = strict
+        self._at = float("-inf")
+        self._offset = 0.0
+
+    def __call__(self) -> float:
+        if time.monotonic() - self._at > 60:
+            self._offset = self._measure() - time.time()
+            self._at = time.monotonic()
+        return time.time() + self._offset
+
+    def _measure(self) -> float:
+        try:
+            return server_now(self._directory)
+        except OSError as exc:
+            failure = exc
+        if failure.errno in (errno.ENOSPC, errno.EDQUOT):
+            try:
+                os.utime(self._directory)
+                return os.stat(self._directory).st_mtime
+            except OSError as exc:
+                failure = exc
+        if self._strict:
+            raise StorageError.from_oserror(failure, self._directory) from failure
+        return time.time()
 
 
 def remove_litter(directory: str | os.PathLike[str], min_age: float = 300.0) -> int:

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from .errors import LockLost, LockTimeout, SessionError, StorageError, TamperedSession
-from .fileformat import HEADER_SIZE, Header, read_header
+from .fileformat import Header, read_file_header
 from .layout import (
     BUCKETS,
     CURSOR_FILE,
@@ -67,7 +67,7 @@ from .layout import (
     TMP_INFIX,
     is_session_name,
 )
-from .lock import MkdirLock, discard_litter_entry, is_litter_name, server_now
+from .lock import MkdirLock, ServerClock, discard_litter_entry, is_litter_name
 
 __all__ = ["ReapStats", "add_arguments", "reap"]
 
@@ -159,7 +159,7 @@ def reap(
     stats = ReapStats(path=root, dry_run=dry_run)
     started = time.monotonic()
     deadline = None if max_seconds is None else started + max_seconds
-    clock = now if now is not None else _ServerClock(root)
+    clock = now if now is not None else ServerClock(root)
     coordinator = MkdirLock(os.path.join(root, REAPER_LOCK), lease=max(60.0, 4 * fs_slack), fs_slack=fs_slack)
     try:
         if coordinate:
@@ -320,35 +320,6 @@ def _worker(
     send.close()
 
 
-class _ServerClock:
-    """The file server's clock, as an offset from ours measured now and every minute."""
-
-    def __init__(self, root: str) -> None:
-        self._root = root
-        self._at = float("-inf")
-        self._offset = 0.0
-
-    def __call__(self) -> float:
-        if time.monotonic() - self._at > 60:
-            try:
-                self._offset = server_now(self._root) - time.time()
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise StorageError.from_oserror(exc, self._root) from exc
-                self._offset = _server_now_without_space(self._root) - time.time()
-            self._at = time.monotonic()
-        return time.time() + self._offset
-
-
-def _server_now_without_space(root: str) -> float:
-    """The server's time on a full filesystem: stamp the store's directory itself (needs no new inode)."""
-    try:
-        os.utime(root)
-        return os.stat(root).st_mtime
-    except OSError as exc:
-        raise StorageError.from_oserror(exc, root) from exc
-
-
 def _check_store(root: str) -> None:
     try:
         st = os.stat(root)
@@ -499,15 +470,9 @@ class _Sweep:
     def _header(self, path: str) -> Header | None:
         """The header, or None (counted) if the file cannot be read as a session."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return read_file_header(path)
         except FileNotFoundError:
             return None  # removed since it was listed
-        try:
-            blob = os.read(fd, HEADER_SIZE)
-        finally:
-            os.close(fd)
-        try:
-            return read_header(blob)
         except TamperedSession as exc:
             self.stats.note("garbage", path, exc.reason)
             return None

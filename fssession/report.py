@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import SessionError, StorageError, TamperedSession
-from .fileformat import HEADER_SIZE, Keyring, decode, read_header
+from .fileformat import Keyring, decode, read_file_header
 from .ids import file_name
 from .layout import BUCKETS, GEN_SUFFIX, LOCK_SUFFIX, NAMING_KEY_FILE, TMP_INFIX, is_session_name
 from .lock import is_litter_name, read_owner, server_now
@@ -126,8 +126,7 @@ def _count(entry: os.DirEntry[str], now: float, stats: StoreStats) -> None:
         idle = now - st.st_mtime
         stats.idle_age[AGE_LABELS[sum(idle >= b for b in AGE_BINS)]] += 1
         try:
-            with open(entry.path, "rb") as f:
-                header = read_header(f.read(HEADER_SIZE))
+            header = read_file_header(entry.path)
         except (OSError, TamperedSession):
             stats.unreadable += 1
             return

@@ -40,7 +40,7 @@ from .errors import (
 from .fileformat import HEADER_SIZE, MAC_SIZE, Header, Keyring, decode, encode
 from .ids import file_name, new_session_id
 from .layout import GEN_CLAIM_INFIX, GEN_SUFFIX, LOCK_SUFFIX, NAMING_KEY_FILE, REAP_SUFFIX, TMP_INFIX
-from .lock import MkdirLock, server_now
+from .lock import MkdirLock, ServerClock, rename_by_exact_name
 from .reaper import ReapStats, reap
 
 __all__ = ["GEN_CLAIM_INFIX", "GEN_SUFFIX", "LOCK_SUFFIX", "TMP_INFIX", "SessionStore"]
@@ -96,8 +96,7 @@ class SessionStore:
         # so that keeping a session alive is not a write on every request.
         self.touch_interval = min(60.0, self.max_age / 20)
         self._clock = clock
-        self._offset = 0.0
-        self._offset_at = float("-inf")
+        self._server_clock = ServerClock(self.root, strict=False)  # a read-only store: our clock will have to do
         self._chmod_needed = bool(file_mode & process_umask())
         try:
             self.root.mkdir(mode=dir_mode, parents=True, exist_ok=True)
@@ -113,14 +112,7 @@ class SessionStore:
         """The current time on the file server's clock (estimated; refreshed every minute)."""
         if self._clock is not None:
             return self._clock()
-        local = time.time()
-        if time.monotonic() - self._offset_at > 60:
-            try:
-                self._offset = server_now(self.root) - time.time()
-            except OSError:
-                self._offset = 0.0  # a read-only store: the local clock will have to do
-            self._offset_at = time.monotonic()
-        return local + self._offset
+        return self._server_clock()
 
     # ---------------------------------------------------------------- naming
     def _load_naming_key(self) -> bytes:
@@ -452,52 +444,20 @@ class SessionStore:
         is unreadable; ``held.claim_exists`` says whether there is a claim to
         give back or remove.
         """
-        if not self._rename_beacon(path + GEN_SUFFIX, held.claim):
-            return None
+        try:
+            # Believing a spurious ENOENT (GlusterFS) would only cost a wait
+            # of fs_slack, so the patience here is shorter than the lock's.
+            rename_by_exact_name(path + GEN_SUFFIX, held.claim, 2 * self.fs_slack + 1.0)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ESTALE):
+                return None
+            raise StorageError.from_oserror(exc, path + GEN_SUFFIX) from exc
         held.claim_exists = True
         try:
             return int(os.readlink(held.claim))
         except (OSError, ValueError) as exc:
             log.warning("ignoring an unreadable generation beacon %s: %s", held.claim, exc)
             return None
-
-    def _rename_beacon(self, beacon: str, claim: str) -> bool:
-        """Rename the beacon to our claim; False only if it truly is not there.
-
-        Seen on GlusterFS under contention: the rename fails with ENOENT
-        while the beacon exists, because this client resolves the name
-        through its cached entry for the beacon that another host's commit
-        replaced.  A listing of the directory refreshes the entry, so ENOENT
-        is believed only when two listings, taken apart, lack the beacon.
-        Believing it wrongly would cost a wait of ``fs_slack``, not safety.
-        """
-        deadline = time.monotonic() + 2 * self.fs_slack + 1.0
-        directory, name = os.path.split(beacon)
-        absent = 0
-        while True:
-            try:
-                os.rename(beacon, claim)
-                return True
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ESTALE):
-                    raise StorageError.from_oserror(exc, beacon) from exc
-            if _revalidate(beacon):
-                try:
-                    os.rename(beacon, claim)
-                    return True
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOENT, errno.ESTALE):
-                        raise StorageError.from_oserror(exc, beacon) from exc
-            try:
-                names = set(os.listdir(directory))
-            except OSError:
-                names = set()
-            if os.path.basename(claim) in names:
-                return True  # it did happen: the reply was lost
-            absent = absent + 1 if name not in names else 0
-            if absent >= 2 or time.monotonic() > deadline:
-                return False
-            time.sleep(0.01 if not absent else 0.05)
 
     def _publish_generation(self, path: str, generation: int, token: str | None = None) -> None:
         """After a commit: leave the generation for the next editor (best effort: the data is safe).
