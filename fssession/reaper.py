@@ -98,10 +98,10 @@ class ReapStats:
     elapsed: float = 0.0
 
     def note(self, kind: str, path: str, why: object) -> None:
-        """Count a problem (``kind``: "garbage" or "error") and keep its description if there is room."""
+        """Record a problem: "error" and "garbage" are counted, "notice" only listed (if there is room)."""
         if kind == "error":
             self.errors += 1
-        else:
+        elif kind == "garbage":
             self.garbage += 1
         if len(self.problems) < _MAX_LISTED:
             self.problems.append(f"{kind}: {path}: {why}")
@@ -174,8 +174,7 @@ def reap(
         # coordination lock needs an inode.  Overlapping reapers are safe
         # (each removal is settled on its own), only less efficient.
         coordinate = False
-        stats.note("error", root, "store full: running without coordinating with other reapers")
-        stats.errors -= 1  # a note, not a failure
+        stats.note("notice", root, "store full: running without coordinating with other reapers")
     settings: dict[str, Any] = {
         "grace": grace,
         "dry_run": dry_run,
@@ -554,8 +553,7 @@ class _Sweep:
     # ----------------------------------------------------------- leftovers
     def lock_dir(self, entry: os.DirEntry[str], now: float) -> None:
         """A lock directory: clear it if its holder is dead or its lease ran out (the lock's own rules)."""
-        st = entry.stat(follow_symlinks=False)
-        if not stat.S_ISDIR(st.st_mode):
+        if not entry.is_dir(follow_symlinks=False):  # the listing's type: no extra call
             self.stats.note("garbage", entry.path, "a lock name that is not a directory")
             return
         if self.dry_run:

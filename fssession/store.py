@@ -394,7 +394,7 @@ class SessionStore:
             # over the other (and used to wait for themselves until timeout).
             raise RuntimeError(f"this thread is already editing session file {path}")
         lock.acquire()
-        held = _Held(lock, None)
+        held = _Held(lock)
         try:
             token = lock.token
             assert token is not None
@@ -615,11 +615,11 @@ class _Held:
 
     __slots__ = ("claim", "claim_exists", "claimed", "data", "finished", "header", "lock")
 
-    def __init__(self, lock: MkdirLock, claimed: int | None) -> None:
+    def __init__(self, lock: MkdirLock) -> None:
         self.lock = lock
         self.claim = ""
         self.claim_exists = False
-        self.claimed = claimed
+        self.claimed: int | None = None
         self.finished = False
         self.header: Header
         self.data: dict[str, Any]
