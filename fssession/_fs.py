@@ -269,7 +269,7 @@ class Dir:
         opened (never following) and ``fchmod``-ed on its own descriptor.
         """
         os.mkdir(_check_name(name), mode, dir_fd=self.fd)
-        if not mode & process_umask():
+        if not mode & process_umask() and not mode & ~0o1777:
             return  # nothing taken away; an inherited setgid bit stays by itself
         with self.opendir(name) as made:
             have = made.stat().st_mode

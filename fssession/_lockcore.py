@@ -40,6 +40,7 @@ log = logging.getLogger("fssession.lock")
 DRIFT = 0.001  # allowance for clock *rate* differences between hosts (0.1 %)
 _MIN_CAP = 0.002
 _QUICK_RETRIES = 8
+_EMPTY_LISTINGS = 3
 
 
 class NoMarker(Exception):
@@ -112,11 +113,13 @@ class _Attempt:
     settings: LockSettings
     clock: ServerClock | None
     dir_stamps: bool
+    on_empty: Callable[[], Dir | None] | None = None
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     mine: dict[str, tuple[float, str, bool]] = field(default_factory=dict)  # our names -> (base, value, certain)
     holder: Marker | None = None
     listed_at: float = float("-inf")
     last_free: str | None = None
+    empty: int = 0  # consecutive listings that showed no marker
 
 
 def acquire(
@@ -132,6 +135,7 @@ def acquire(
     cancel_check: Callable[[], bool] | None = None,
     clock: ServerClock | None = None,
     dir_stamps: bool = False,
+    on_empty: Callable[[], Dir | None] | None = None,
     label: str = "",
 ) -> Hold:
     """Acquire the lock *prefix* in *directory*; ``LockTimeout`` naming the holder when it stays held.
@@ -141,12 +145,15 @@ def acquire(
     publish (polled between listings).  ``NoMarker`` when the name has no
     marker at all.  *dir_stamps*: the directory is the lock's own, so its
     mtime dates the last change of the marker (rule b without ctime).
+    *on_empty* is called when a listing shows no marker; when it (re)creates
+    the lock it returns the new directory, which the attempt uses from then on
+    (the hold's ``directory``).
     """
     timeout = settings.timeout if timeout is None else timeout
     delay = settings.poll_interval if poll_interval is None else poll_interval
     start = boot_clock()
     deadline = None if timeout < 0 or timeout == float("inf") else start + timeout
-    state = _Attempt(directory, prefix, settings, clock, dir_stamps)
+    state = _Attempt(directory, prefix, settings, clock, dir_stamps, on_empty)
     candidates = list(guesses)
     quick = 0
     holder_text: str | None = None
@@ -249,10 +256,24 @@ def _inspect(state: _Attempt) -> Hold | str | None:
     for marker in markers:
         if marker.name in state.mine:
             return _hold(state, marker.name)
+    # A listing is not atomic: an entry renamed while the directory is read
+    # may be missed, or seen under both names.  Only a lock that looks empty
+    # (or crowded) again and again is taken for what it looks like.
     if not markers:
-        raise NoMarker(directory.path(state.prefix))
+        if state.on_empty is not None:
+            fresh_dir = state.on_empty()
+            if fresh_dir is not None:
+                state.directory.close()
+                state.directory = fresh_dir
+                return None
+        state.empty += 1
+        if state.empty >= _EMPTY_LISTINGS:
+            raise NoMarker(directory.path(state.prefix))
+        state.holder = None
+        return "nobody (the marker was being renamed)"
+    state.empty = 0
     if len(markers) > 1:
-        log.warning("lock %s has %d markers (tampering?): %s", directory.path(state.prefix), len(markers), names)
+        log.debug("lock %s shows %d markers: %s", directory.path(state.prefix), len(markers), names)
         state.holder = None
         return markers[0].describe()
     marker = markers[0]

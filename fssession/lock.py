@@ -10,6 +10,7 @@ and stays after release (holding ``f,``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -24,7 +25,7 @@ from . import _fs, _lockcore
 from ._clock import ServerClock
 from ._fs import Dir
 from ._markers import FREE, TARGET, Marker, free_name, parse
-from .errors import LockError, LockLost, StorageError
+from .errors import LockError, LockLost, LockTimeout, StorageError
 from .settings import LockSettings
 
 __all__ = ["STAGE_INFIX", "MkdirLock", "read_owner", "remove_stages"]
@@ -205,7 +206,25 @@ class MkdirLock:
             if ctx.hold is not None:
                 ctx.counter += 1
                 return _AcquireReturn(self)
+        if not self._thread_local:
+            # The wait runs outside the guard, so that another thread of this
+            # shared lock can try (or re-enter) meanwhile; it stops waiting
+            # when one of them got the hold.
+            user_check = cancel_check
+
+            def cancel_check() -> bool:
+                return self._shared.hold is not None or (user_check is not None and user_check())
+
+        try:
             hold = self._acquire(timeout, poll_interval, blocking, cancel_check)
+        except LockTimeout:
+            with self._guard:
+                if not self._thread_local and self._shared.hold is not None:
+                    self._shared.counter += 1
+                    return _AcquireReturn(self)
+            raise
+        with self._guard:
+            ctx = self._ctx
             ctx.hold, ctx.counter, ctx.pid = hold, 1, os.getpid()
             return _AcquireReturn(self)
 
@@ -226,19 +245,18 @@ class MkdirLock:
             "dir_stamps": True,
             "label": self._path,
         }
-        for _ in range(3):
-            directory = self._open()
-            try:
-                return _lockcore.acquire(directory, "", self.settings, **options)
-            except _lockcore.NoMarker:
-                # Emptied by someone else (or never initialised): an empty lock
-                # directory has no holder, so replacing it is safe.
-                directory.close()
-                self._initialise()
-            except BaseException:
-                directory.close()
-                raise
-        raise LockError(f"{self._path!r} keeps losing its lock marker (someone is tampering with it)")
+        directory = self._open()
+        options["on_empty"] = self._initialise
+        try:
+            return _lockcore.acquire(directory, "", self.settings, **options)
+        except _lockcore.NoMarker as exc:
+            directory.close()
+            raise LockError(
+                f"lock directory {self._path!r} holds no marker but is not empty (foreign entries?)"
+            ) from exc
+        except BaseException:
+            directory.close()
+            raise
 
     def _server_clock(self) -> ServerClock:
         if self._clock is None:
@@ -251,22 +269,22 @@ class MkdirLock:
 
     def _open(self) -> Dir:
         """Open the lock directory, creating it on first use."""
-        try:
-            if self._parent is not None:
-                return self._parent.opendir(self._name)
-            return Dir(os.open(self._path, _fs.O_DIR), self._path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise LockError(f"{self._path!r} exists and is not a lock directory") from exc
-            raise StorageError.from_oserror(exc, self._path) from exc
-        with self._parent_dir() as parent:
-            self._publish(parent, occupied_ok=True)
+        for _ in range(8):
             try:
-                return parent.opendir(self._name)
+                if self._parent is not None:
+                    return self._parent.opendir(self._name)
+                return Dir(os.open(self._path, _fs.O_DIR), self._path)
+            except FileNotFoundError:
+                pass
             except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise LockError(f"{self._path!r} exists and is not a lock directory") from exc
                 raise StorageError.from_oserror(exc, self._path) from exc
+            with self._parent_dir() as parent:
+                # Occupied: a racer published first (or, on GlusterFS, a
+                # create nobody won: then the next round tries again).
+                self._publish(parent)
+        raise StorageError(errno.EIO, "the lock directory cannot be created or opened", self._path)
 
     def _parent_dir(self) -> Dir:
         if self._parent is not None:
@@ -276,7 +294,7 @@ class MkdirLock:
         except OSError as exc:
             raise StorageError.from_oserror(exc, self._path) from exc
 
-    def _publish(self, parent: Dir, *, occupied_ok: bool) -> bool:
+    def _publish(self, parent: Dir) -> bool:
         """Rename a fresh stage holding ``f,`` onto the lock's name; False if a lock directory with entries is there.
 
         The rename replaces a missing or empty directory and fails on one
@@ -284,22 +302,34 @@ class MkdirLock:
         """
         stage_name = f"{self._name}{STAGE_INFIX}{secrets.token_hex(16)}"
         try:
-            parent.mkdir(stage_name, self.settings.mode)
-            with parent.opendir(stage_name) as stage:
+            with contextlib.suppress(FileExistsError):
+                # A random name exists only if our own mkdir's reply was lost,
+                # or on a mount that says EEXIST for everything it refuses
+                # (sshfs, full or read-only): opening it tells which.
+                parent.mkdir(stage_name, self.settings.mode)
+            with parent.opendir(stage_name) as stage, contextlib.suppress(FileExistsError):
                 stage.symlink(TARGET, free_name("", ""))
             parent.rename(stage_name, self._name)
         except OSError as exc:
             _discard_stage(parent, stage_name)
-            if exc.errno in _fs.OCCUPIED and occupied_ok:
-                return False
             if exc.errno in _fs.OCCUPIED:
-                raise LockError(f"lock directory {self._path!r} holds foreign entries and no marker") from exc
+                return False  # not empty after all (a marker the listing missed), or a racer was first
             raise StorageError.from_oserror(exc, parent.path(stage_name)) from exc
         return True
 
-    def _initialise(self) -> None:
+    def _initialise(self) -> Dir | None:
+        """A lock directory without a marker: replace it if it is truly empty (the rename fails otherwise).
+
+        Returns the new lock directory, opened, if it did: the descriptor the
+        acquire held names the replaced one.
+        """
         with self._parent_dir() as parent:
-            self._publish(parent, occupied_ok=False)
+            if not self._publish(parent):
+                return None
+            try:
+                return parent.opendir(self._name)
+            except OSError:
+                return None
 
     # ------------------------------------------------------------ holding
     def _require(self, ctx: _Context) -> _lockcore.Hold:

@@ -494,24 +494,26 @@ class _BucketSweep:
 
     # ------------------------------------------------------------ leftovers
     def orphans(self, name: str, markers: list[Marker]) -> None:
-        """Markers whose session file is gone: a crash between create's, delete's or a reaper's steps."""
-        if len(markers) != 1 or self.sweep.settings.dry_run:
-            if len(markers) != 1:
-                self.stats.note("garbage", self.dir.path(name), f"{len(markers)} lock markers and no session")
+        """Markers whose session file is gone: a crash between create's, delete's or a reaper's steps.
+
+        A marker without its file protects nothing (an edit reads the file
+        before it locks), so it is removed by its exact name once it is older
+        than ``temp_age`` (a create makes the marker a moment before the
+        file) and a fresh look-up confirms the file is absent.  A holder that
+        is still deleting the session then finds its marker gone, which it
+        takes calmly: the session is gone either way.
+        """
+        if len(markers) != 1:
+            self.stats.note("garbage", self.dir.path(name), f"{len(markers)} lock markers and no session")
             return
         marker = markers[0]
         st = self.dir.lstat(marker.name)
-        if marker.kind == FREE and self.now - max(st.st_mtime, st.st_ctime) <= self.sweep.settings.temp_age:
-            return  # a create between its marker and its rename, or a crash too recent to be sure
-        try:
-            hold = self._lock(name).acquire([marker.value] if marker.kind == FREE else [], 0, blocking=False)
-        except (LockTimeout, _lockcore.NoMarker):
+        if self.now - max(st.st_mtime, st.st_ctime) <= self.sweep.settings.temp_age or self.sweep.settings.dry_run:
             return
         if self.dir.exists(name) is not False:
-            _lockcore.release(hold, hold.value)  # a session appeared after all
-            return
-        _lockcore.discard(hold)
-        self.stats.orphans += 1
+            return  # a session after all
+        if self.dir.unlink_quietly(marker.name):
+            self.stats.orphans += 1
 
     def other(self, kind: Kind, entry: os.DirEntry[str]) -> None:
         if kind is Kind.NFS_SILLY:

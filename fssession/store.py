@@ -17,6 +17,7 @@ import dataclasses
 import errno
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -80,6 +81,7 @@ class SessionStore:
         self.files = SessionFiles(self.keyring, max_size=s.max_size, fs_slack=s.lock.fs_slack, retries=load_retries)
         # The umask would take away what file_mode grants (a group-shared store).
         self._chmod = bool(s.file_mode & process_umask())
+        self._editing = threading.local()
 
     # ------------------------------------------------------------ settings, for callers
     @property
@@ -96,6 +98,11 @@ class SessionStore:
     def lock_timeout(self) -> float:
         """Seconds an edit waits for the session's lock."""
         return self.settings.lock_timeout
+
+    @property
+    def touch_interval(self) -> float:
+        """A load refreshes a session's last-use time only when it is older than this."""
+        return self.settings.touch_interval or 0.0
 
     def now(self) -> float:
         """The current time on the file server's clock (estimated; refreshed every minute)."""
@@ -343,9 +350,14 @@ class SessionStore:
         *max_age* sets a new idle lifetime for the session.
         """
         name = self.layout.name_for(sid)
+        editing: set[str] = self._editing.__dict__.setdefault("names", set())
+        if name in editing:
+            # A nested edit of one session in one thread would wait for itself.
+            raise RuntimeError(f"this thread is already editing session {name}")
         found = self._read_live(name, sid)
         hold, found = self._hold(name, sid, found)
         committed = False
+        editing.add(name)
         try:
             data = self._decode(found, name)
             yield data
@@ -357,12 +369,9 @@ class SessionStore:
             self._commit(hold, name, blob, header)
             committed = True
         finally:
+            editing.discard(name)
             if not committed:
-                self._abandon(
-                    hold,
-                    name,
-                    header_value(found.header),
-                )
+                self._abandon(hold, name, header_value(found.header))
 
     def _commit(self, hold: _lockcore.Hold, name: str, blob: bytes, header: Header) -> None:
         """Temp file, fence, rename, release handing over the new generation."""

@@ -91,15 +91,15 @@ def gate_take_over(before: Callable[[], object]) -> None:
     This is how tests force two contenders to act on the same judgement at
     once, or a slow one to act after a fast one.
     """
-    from fssession import MkdirLock
+    from fssession import _lockcore
 
-    original = MkdirLock._take_over
+    original = _lockcore._take_over
 
-    def gated(self: MkdirLock, ctx: Any, owner: Any) -> str:
+    def gated(state: Any, stale: Any) -> Any:
         before()
-        return original(self, ctx, owner)
+        return original(state, stale)
 
-    MkdirLock._take_over = gated  # type: ignore[method-assign]
+    _lockcore._take_over = gated  # type: ignore[assignment]
 
 
 def kill_hard(pid: int) -> None:
@@ -114,7 +114,7 @@ def read_intervals(paths: Iterable[Path]) -> list[Interval]:
     for p in paths:
         for line in p.read_text().splitlines():
             fields = line.split()
-            if len(fields) != 3 or len(fields[2]) != 32:
+            if len(fields) != 3 or len(fields[2]) != 16:
                 continue  # the last line of a worker killed while writing it
             start, end, token = fields
             out.append((int(start), int(end), token))

@@ -11,6 +11,7 @@ Commands (one JSON line of results on stdout at the end):
   hold LOCK                acquire, print "HELD <token>", then wait for a line on stdin:
                              "release" -> release and print the outcome
                              "refresh" -> refresh and print the outcome
+  keep LOCK                acquire, print "HELD <token>", renew every lease/4 until "release" on stdin
   try LOCK TIMEOUT         one acquire with TIMEOUT, print the outcome and how long it took
 """
 
@@ -113,6 +114,28 @@ def hold(path: str) -> None:
             break
 
 
+def keep(path: str) -> None:
+    """A live holder: renews every lease/4 until told to release (or killed).
+
+    Waits with select() on stdin, not a thread: under libfaketime (a skewed
+    simulated host) Python's timed thread waits can block for ever.
+    """
+    import select
+
+    lock = _lock(path)
+    lock.acquire()
+    print(f"HELD {lock.token} {raw_monotonic_ns()}", flush=True)
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], lock.lease / 4)
+        if not ready:
+            lock.refresh()
+            continue
+        if sys.stdin.readline().strip() in ("release", ""):
+            lock.release()
+            print(f"OK release {raw_monotonic_ns()}", flush=True)
+            return
+
+
 def try_once(path: str, timeout: float) -> None:
     lock = _lock(path)
     start = raw_monotonic_ns()
@@ -134,6 +157,8 @@ def main(argv: list[str]) -> None:
         stress(argv[1], argv[2], float(argv[3]))
     elif cmd == "hold":
         hold(argv[1])
+    elif cmd == "keep":
+        keep(argv[1])
     elif cmd == "try":
         try_once(argv[1], float(argv[2]))
     else:
