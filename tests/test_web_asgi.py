@@ -109,8 +109,51 @@ async def logout(request: Request) -> JSONResponse:
 
 async def incr(request: Request) -> JSONResponse:
     session = session_of(request)
+    async with session.locked() as data:
+        await asyncio.sleep(0)  # the block may await: the lock stays held by its own thread
+        data["n"] = data.get("n", 0) + 1
+        value = data["n"]
+    return JSONResponse({"n": value})
+
+
+async def incr_fn(request: Request) -> JSONResponse:
+    session = session_of(request)
     value = await session.alocked(lambda data: data.__setitem__("n", data.get("n", 0) + 1) or data["n"])
     return JSONResponse({"n": value})
+
+
+def sync_incr(request: Request) -> JSONResponse:
+    with request.scope["fssession.session"].locked() as data:  # a sync view runs in a thread: plain with
+        data["n"] = data.get("n", 0) + 1
+    return JSONResponse({})
+
+
+async def locked_fails(request: Request) -> JSONResponse:
+    session = session_of(request)
+    try:
+        async with session.locked() as data:
+            data["n"] = "never stored"
+            raise KeyError("the block failed")
+    except KeyError:
+        pass
+    return JSONResponse({"n": session.get("n")})
+
+
+async def locked_probe(request: Request) -> JSONResponse:
+    """Inside the block, another process's edit of this session must find it locked."""
+    session = session_of(request)
+    async with session.locked() as data:
+        data["probe"] = await anyio.to_thread.run_sync(HOLD["probe"], session.sid)
+    return JSONResponse({"probe": data["probe"]})
+
+
+async def sync_with_on_the_loop(request: Request) -> JSONResponse:
+    try:
+        with session_of(request).locked():
+            pass
+    except RuntimeError as exc:
+        return JSONResponse({"error": str(exc)})
+    return JSONResponse({"error": None})
 
 
 async def noop(request: Request) -> JSONResponse:
@@ -126,6 +169,11 @@ def make_app(store: CountingStore, **options: Any) -> Starlette:
         Route("/login", login),
         Route("/logout", logout),
         Route("/incr", incr),
+        Route("/incr-fn", incr_fn),
+        Route("/sync-incr", sync_incr),
+        Route("/locked-fails", locked_fails),
+        Route("/locked-probe", locked_probe),
+        Route("/sync-with", sync_with_on_the_loop),
         Route("/noop", noop),
     ]
     return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, store=store, **options)])
@@ -251,15 +299,57 @@ def test_locked_counter_exact_under_threads(store: OffLoopStore) -> None:
     client.get("/set?a=1")
     sid = sid_of(client)
     assert sid is not None
+    routes = ["/incr", "/incr-fn", "/sync-incr"]  # async with, alocked(fn), and with in a sync view
 
-    def work(_: int) -> None:
+    def work(i: int) -> None:
         own = client_for(store)
         own.cookies.set("fssession", sid, domain="testserver.local")
-        for _ in range(15):
-            assert own.get("/incr").status_code == 200
+        for j in range(15):
+            assert own.get(routes[(i + j) % 3]).status_code == 200
 
     run_threads(6, work)
     assert store.load(sid) == {"a": "1", "n": 90}
+
+
+def test_async_locked_holds_the_lock_for_the_whole_block(store: OffLoopStore) -> None:
+    other = OffLoopStore(store.root, SECRET, lock_timeout=0.2)
+
+    def probe(sid: str) -> str:
+        try:
+            with other.edit(sid):
+                return "not locked"
+        except LockTimeout:
+            return "locked"
+
+    HOLD["probe"] = probe
+    client = client_for(store)
+    client.get("/set?a=1")
+    assert client.get("/locked-probe").json() == {"probe": "locked"}
+    sid = sid_of(client)
+    assert sid is not None and store.load(sid) == {"a": "1", "probe": "locked"}
+    assert probe(sid) == "not locked"  # and released after it
+
+
+def test_async_locked_block_that_raises_writes_nothing(store: OffLoopStore) -> None:
+    client = client_for(store)
+    client.get("/set?a=1")
+    assert client.get("/locked-fails").json() == {"n": None}
+    sid = sid_of(client)
+    assert sid is not None and store.load(sid) == {"a": "1"}
+    assert client.get("/incr").json() == {"n": 1}  # the lock was given back
+
+
+def test_a_sync_with_on_the_event_loop_says_what_to_use(store: OffLoopStore) -> None:
+    client = client_for(store)
+    client.get("/set?a=1")
+    assert "async with session.locked()" in client.get("/sync-with").json()["error"]
+
+
+def test_the_test_client_uses_httpx2() -> None:
+    """Starlette's test client deprecates httpx for httpx2, which the test extra installs."""
+    import starlette.testclient
+
+    assert starlette.testclient.httpx.__name__ == "httpx2"
 
 
 def test_a_request_without_a_cookie_may_use_the_session_directly(store: OffLoopStore) -> None:
