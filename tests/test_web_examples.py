@@ -219,3 +219,12 @@ def test_django_example_manage_py_check(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     not_a_dir = manage("check", env={"SECRET_KEY": SECRET, "FSSESSION_PATH": str(tmp_path / "file")})
     assert not_a_dir.returncode == 1 and "fssession.E004" in not_a_dir.stderr, not_a_dir.stderr
+
+
+def test_the_readme_top_code_compiles() -> None:
+    """Every Python block of docs/README-top.md (the README's user-facing part) is valid Python."""
+    text = (ROOT / "docs" / "README-top.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 5
+    for n, block in enumerate(blocks):
+        compile(block, f"README-top.md python block {n}", "exec")
