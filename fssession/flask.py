@@ -98,6 +98,9 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
         self["_permanent"] = bool(value)
 
 
+_MIN_KEY_BYTES = 16  # what the store requires of every key; said here with the setting's name
+
+
 def _came_over_https(req: Request) -> bool:
     """Whether *req* reached us over HTTPS, directly or (as a proxy says) through a proxy that ended TLS.
 
@@ -223,14 +226,21 @@ class FSSession:
         path = app.config.get("FSSESSION_PATH")
         if not path:
             raise RuntimeError("FSSession: set FSSESSION_PATH to the shared session directory")
-        key = app.config.get("FSSESSION_SECRET_KEY") or app.config.get("SECRET_KEY")
+        own = bool(app.config.get("FSSESSION_SECRET_KEY"))
+        name = "FSSESSION_SECRET_KEY" if own else "SECRET_KEY"
+        key = app.config.get(name)
         if not key:
             raise RuntimeError("FSSession: set SECRET_KEY (or FSSESSION_SECRET_KEY) to sign sessions")
-        keys: list[str | bytes] = [key]
-        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
-        if not app.config.get("FSSESSION_SECRET_KEY"):
+        named: list[tuple[str, str | bytes]] = [(name, key)]
+        if not own:
             # Fallbacks belong to SECRET_KEY; with a key of our own they do not apply.
-            keys += [k for k in fallbacks if k]
+            fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+            named += [(f"SECRET_KEY_FALLBACKS[{i}]", k) for i, k in enumerate(fallbacks) if k]
+        for setting, value in named:
+            size = len(value.encode() if isinstance(value, str) else value)
+            if size < _MIN_KEY_BYTES:
+                raise RuntimeError(f"FSSession: {setting} is {size} bytes; every signing key needs at least 16")
+        keys = [value for _, value in named]
         options: dict[str, Any] = dict(app.config.get("FSSESSION_STORE_OPTIONS") or {})
         options.setdefault("max_age", _seconds(app.permanent_session_lifetime))
         return SessionStore(path, keys, **options)

@@ -90,6 +90,21 @@ def test_missing_configuration_is_reported() -> None:
         FSSession(app)
 
 
+def test_a_short_key_is_named(tmp_path: Path) -> None:
+    def init(**config: Any) -> None:
+        app = Flask("cfg")
+        app.config.update(FSSESSION_PATH=str(tmp_path / "s"), **config)
+        FSSession(app)
+
+    with pytest.raises(RuntimeError, match=r"SECRET_KEY_FALLBACKS\[1\] is 5 bytes"):
+        init(SECRET_KEY=SECRET, SECRET_KEY_FALLBACKS=[OTHER_SECRET, "short"])
+    with pytest.raises(RuntimeError, match=r"^FSSession: SECRET_KEY is 3 bytes"):
+        init(SECRET_KEY="abc")
+    with pytest.raises(RuntimeError, match=r"FSSESSION_SECRET_KEY is 3 bytes"):
+        init(SECRET_KEY=SECRET, FSSESSION_SECRET_KEY="abc")
+    init(SECRET_KEY="abc", FSSESSION_SECRET_KEY=SECRET, SECRET_KEY_FALLBACKS=["short"])  # ours: fallbacks unused
+
+
 def test_session_is_ours_and_lazy(tmp_path: Path) -> None:
     from tests.webhelpers import CountingStore
 
