@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,17 @@ from starlette.testclient import TestClient
 
 from fssession import LockTimeout
 from fssession.asgi import AsyncSession, SessionMiddleware
-from tests.webhelpers import SECRET, Clock, CountingStore, Overlap, parse_set_cookie, run_threads, tamper, unknown_id
+from tests.webhelpers import (
+    SECRET,
+    WAIT,
+    Clock,
+    CountingStore,
+    Overlap,
+    parse_set_cookie,
+    run_threads,
+    tamper,
+    unknown_id,
+)
 
 
 class OffLoopStore(CountingStore):
@@ -357,3 +368,45 @@ def test_a_request_without_a_cookie_may_use_the_session_directly(store: OffLoopS
     for eager in (True, False):
         client = client_for(store, eager=eager)
         assert client.get("/touch-unloaded").json()["error"] is None
+
+
+def test_a_block_cancelled_while_waiting_for_the_lock_never_runs_and_leaves_the_lock_free(tmp_path: Path) -> None:
+    store = OffLoopStore(tmp_path / "s", SECRET)
+    sid = store.create({"n": 0})
+    held, release = threading.Event(), threading.Event()
+
+    def other_request() -> None:  # another request holds the session's lock meanwhile
+        with OffLoopStore(tmp_path / "s", SECRET).edit(sid):
+            held.set()
+            release.wait(WAIT)
+
+    holder = threading.Thread(target=other_request)
+    holder.start()
+    assert held.wait(WAIT)
+    ran: list[bool] = []
+
+    async def block(session: AsyncSession) -> None:
+        async with session.locked() as data:
+            ran.append(True)
+            data["n"] = 99
+
+    async def scenario() -> None:
+        session = AsyncSession(store, sid)
+        await session.aload()
+        task = asyncio.create_task(block(session))
+        while not any(t.name == "fssession-locked" for t in threading.enumerate()):
+            await asyncio.sleep(0.001)  # until the block's thread is waiting for the lock
+        task.cancel()
+        release.set()  # the lock comes free while the cancelled task still waits for its thread
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    holder.join(WAIT)
+    for thread in threading.enumerate():
+        if thread.name == "fssession-locked":
+            thread.join(WAIT)
+            assert not thread.is_alive(), "the cancelled block's thread still holds the session's lock"
+    assert not ran, "a cancelled block ran"
+    with OffLoopStore(tmp_path / "s", SECRET, lock_timeout=WAIT).edit(sid) as data:  # free again
+        assert data == {"n": 0}, "a cancelled block wrote"
