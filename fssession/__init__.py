@@ -3,6 +3,8 @@
 The public face of the package; everything else is an implementation detail.
 """
 
+import logging
+
 from .errors import (
     InvalidSessionId,
     LockError,
@@ -31,3 +33,7 @@ __all__ = [
     "TamperedSession",
 ]
 __version__ = "0.1.0"
+
+# A library leaves logging set-up to the application: without this, warnings
+# would print through Python's last-resort handler in apps that configure none.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

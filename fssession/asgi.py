@@ -10,7 +10,8 @@
 
     async def view(request):
         request.session["user"] = "alice"          # or request.state.session
-        await request.session.alocked(lambda data: data.update(n=data.get("n", 0) + 1))
+        async with request.session.locked() as data:   # exact read-modify-write
+            data["n"] = data.get("n", 0) + 1
 
 The session (an :class:`AsyncSession`) is in ``scope["fssession.session"]``,
 ``scope["session"]`` (so Starlette's ``request.session`` works) and
@@ -25,16 +26,33 @@ blocking it (sync views, which Starlette runs in a thread, may touch it
 directly).  The commit runs in a thread as the response starts; an error
 there (:class:`~fssession.LockTimeout`, ...) is raised from the
 application's ``send`` of the response start.
+
+``session.locked()`` works both ways: ``async with`` in async views (the
+lock is taken, and the result written, in a worker thread that holds the
+lock for the block), plain ``with`` in sync views.  ``await
+session.alocked(fn)`` runs ``fn(data)`` under the lock in one go.
+
+Sessions live for the store's ``max_age`` (default 30 minutes of
+idleness), or the middleware's ``max_age=`` for the sessions it creates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, TypeVar
 
-import anyio.to_thread
+try:
+    import anyio.to_thread
+except ModuleNotFoundError as exc:  # say which extra brings it, not just which module is missing
+    raise ModuleNotFoundError(
+        f"fssession.asgi needs Starlette's async support ({exc.name} is not installed): pip install 'fssession[asgi]'",
+        name=exc.name,
+    ) from exc
 
 from .store import SessionStore
 from .websession import CookiePolicy, SameSite, Session, response_headers
@@ -61,7 +79,7 @@ class AsyncSession(Session):
             return  # a worker thread: blocking I/O is fine here
         raise RuntimeError(
             "fssession: this would read or write the session file on the event loop; "
-            "use `await session.aload()` / `acommit()` / `alocked(fn)` in async code"
+            "use `await session.aload()` / `await session.acommit()` / `async with session.locked()` in async code"
         )
 
     async def aload(self) -> None:
@@ -83,10 +101,102 @@ class AsyncSession(Session):
         """
 
         def run() -> T:
-            with self.locked() as data:
+            with Session.locked(self) as data:
                 return update(data)
 
         return await anyio.to_thread.run_sync(run)
+
+    def locked(self) -> _Locked:  # type: ignore[override]
+        """Exact read-modify-write under the session's lock: ``async with`` in async code, ``with`` in a thread.
+
+        ::
+
+            async with session.locked() as data:
+                data["n"] = data.get("n", 0) + 1
+
+        As :meth:`~fssession.websession.Session.locked`: a fresh read, written
+        when the block exits cleanly, nothing written if it raises.  Keep the
+        block short: every other commit of this session waits for it.
+        """
+        return _Locked(self)
+
+
+class _BlockRaised(Exception):
+    """Raised inside the lock holder's ``with`` so that it writes nothing: the ``async with`` body failed."""
+
+
+class _Locked:
+    """``session.locked()`` of an :class:`AsyncSession`: a sync and an async context manager.
+
+    The async form keeps a thread of its own in the locked block for as long
+    as the ``async with`` body runs: the lock belongs to the thread that took
+    it, and the event loop must not wait for it.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._sync: AbstractContextManager[dict[str, Any]] | None = None
+        self._entered = threading.Event()
+        self._leave = threading.Event()
+        self._block_raised = False
+        self._data: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------ sync: a sync view, in a worker thread
+    def __enter__(self) -> dict[str, Any]:
+        self._sync = Session.locked(self._session)
+        return self._sync.__enter__()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._sync is not None
+        return self._sync.__exit__(exc_type, exc, tb)
+
+    # ------------------------------------------------ async: the block runs on the event loop
+    def _hold(self) -> None:
+        """The lock holder's thread: enter, hand the data over, wait for the block, write or not."""
+        try:
+            with Session.locked(self._session) as data:
+                self._data = data
+                self._entered.set()
+                self._leave.wait()
+                if self._block_raised:
+                    raise _BlockRaised
+        except _BlockRaised:
+            pass
+        except BaseException as exc:  # handed to the awaiting task, which raises it
+            self._error = exc
+        finally:
+            self._entered.set()  # also when taking the lock failed: the waiter must wake up
+
+    async def __aenter__(self) -> dict[str, Any]:
+        self._thread = threading.Thread(target=self._hold, name="fssession-locked", daemon=True)
+        self._thread.start()
+        try:
+            await anyio.to_thread.run_sync(self._entered.wait)
+        except BaseException:
+            # Cancelled (delivered once the wait is over): no block will run, so
+            # the holder must leave now, writing nothing, or it keeps the lock.
+            self._block_raised = True
+            self._leave.set()
+            raise
+        if self._data is None:
+            await anyio.to_thread.run_sync(self._thread.join)
+            assert self._error is not None
+            raise self._error
+        return self._data
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._thread is not None
+        self._block_raised = exc_type is not None
+        self._leave.set()
+        await anyio.to_thread.run_sync(self._thread.join)
+        if self._error is not None and exc_type is None:
+            raise self._error
 
 
 class SessionMiddleware:

@@ -4,8 +4,12 @@ Settings:
 
 * ``FSSESSION_PATH`` (required): the shared session directory.
 * ``SECRET_KEY`` signs the session files; ``SECRET_KEY_FALLBACKS`` still verify.
-* ``SESSION_COOKIE_AGE``: the sessions' idle lifetime (``set_expiry`` overrides
-  it per session, as in Django).
+* ``SESSION_COOKIE_AGE``: the sessions' idle lifetime; Django's default is two
+  weeks (1209600 s).  ``set_expiry`` overrides it per session, as in Django:
+  seconds of idleness, a date, ``0`` (the cookie ends with the browser), and a
+  negative number or a past date (the session is expired: saving it deletes it).
+* ``INSTALLED_APPS``: add ``"fssession.django_checks"`` so that ``manage.py
+  check`` validates the set-up (ids ``fssession.E001``...; see that module).
 * ``FSSESSION_STORE_OPTIONS``: extra keyword arguments for
   :class:`fssession.SessionStore` (``lock_timeout``, ``absolute_max_age``, ...).
 
@@ -23,7 +27,8 @@ differences that come from the store:
   ``save(must_create=True)`` stores the data under a fresh store-issued key,
   since the store never adopts a key chosen elsewhere.
 
-Values are pickled (and signed), not passed through ``SESSION_SERIALIZER``.
+Values are pickled (and signed), not passed through ``SESSION_SERIALIZER``
+(yet: see ``get_store``).
 The cookie is Django's: its attributes come from Django's ``SESSION_COOKIE_*``
 settings.
 """
@@ -38,15 +43,21 @@ from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings  # type: ignore[import-untyped]
-from django.contrib.sessions.backends.base import (  # type: ignore[import-untyped]
-    CreateError,
-    SessionBase,
-    UpdateError,
-)
-from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
-from django.core.signals import setting_changed  # type: ignore[import-untyped]
+try:
+    from django.conf import settings  # type: ignore[import-untyped]
+    from django.contrib.sessions.backends.base import (  # type: ignore[import-untyped]
+        CreateError,
+        SessionBase,
+        UpdateError,
+    )
+    from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+    from django.core.signals import setting_changed  # type: ignore[import-untyped]
+except ModuleNotFoundError as exc:  # say which extra brings it, not just which module is missing
+    raise ModuleNotFoundError(
+        f"fssession.django needs Django ({exc.name} is not installed): pip install 'fssession[django]'", name=exc.name
+    ) from exc
 
+from . import django_checks
 from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
 from .ids import new_session_id
 from .store import SessionStore as FileStore
@@ -66,9 +77,18 @@ def get_store() -> FileStore:
     path = getattr(settings, "FSSESSION_PATH", None)
     if not path:
         raise ImproperlyConfigured("fssession.django: set FSSESSION_PATH to the shared session directory")
+    bad_keys = django_checks.key_errors()
+    if bad_keys:
+        # The store would refuse them too, without saying which setting is short.
+        raise ImproperlyConfigured(f"fssession.django: {bad_keys[0].msg} ({bad_keys[0].id})")
     keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
     options = dict(getattr(settings, "FSSESSION_STORE_OPTIONS", None) or {})
     options.setdefault("max_age", int(settings.SESSION_COOKIE_AGE))
+    # TODO(SESSION_SERIALIZER): the hook for Django's serializer setting.  Once
+    # SessionStore takes a pluggable serializer, map settings.SESSION_SERIALIZER
+    # here (Django's JSONSerializer to the store's JSON one; its default is JSON,
+    # so the engine should follow it) and raise ImproperlyConfigured for one the
+    # store cannot use.  Until then every value is pickled and signed.
     try:
         cache_key: Any = (str(path), tuple(keys), tuple(sorted(options.items())))
         hash(cache_key)
@@ -157,14 +177,38 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         return expiry.astimezone(UTC).timestamp()
 
     def _idle_for(self, data: Mapping[str, Any]) -> int:
-        """The idle lifetime to store for *data*: as ``get_expiry_age`` would say, from the store's clock."""
+        """The idle lifetime to store for *data*, as ``get_expiry_age`` would say, from the store's clock.
+
+        Zero or less means the session is already expired: ``set_expiry`` with a
+        negative number of seconds or a date in the past.
+        """
         expiry = data.get("_session_expiry")
-        if isinstance(expiry, int) and not isinstance(expiry, bool) and expiry > 0:
+        if isinstance(expiry, int) and not isinstance(expiry, bool) and expiry != 0:
             return expiry
         at = self._expiry_timestamp(data)
         if at is not None:
-            return max(1, math.ceil(at - self.store.now()))
+            return math.ceil(at - self.store.now())
         return int(self.get_session_cookie_age())
+
+    def _expired(self, data: Mapping[str, Any]) -> bool:
+        """Whether ``set_expiry`` has ended *data*'s life (the store judges idleness itself)."""
+        expiry = data.get("_session_expiry")
+        if isinstance(expiry, int) and not isinstance(expiry, bool):
+            return expiry < 0
+        at = self._expiry_timestamp(data)
+        return at is not None and at <= self.store.now()
+
+    def _expire_now(self) -> None:
+        """Save an already-expired session: delete what is stored, as ``clearsessions`` would.
+
+        The store holds only sessions with a future to them, so there is
+        nothing to write; the key is dropped and the next save starts afresh.
+        """
+        self.delete()
+        # (Django's property: the annotation only tells mypy, which cannot see SessionBase.)
+        self._session_key: str | None = None
+        self._tracker.reset(self._get_session(no_load=True))
+        self._replace_all = False
 
     # ------------------------------------------------------ the backend API
     def load(self) -> dict[str, Any]:
@@ -177,17 +221,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             security_log.warning("malformed session key; starting a fresh session")
         except (TamperedSession, SessionTooLarge) as exc:
             security_log.warning("session data refused (%s); starting a fresh session", exc)
-        if data is not None:
-            at = self._expiry_timestamp(data)
-            if at is not None and at <= self.store.now():
-                with suppress(InvalidSessionId):
-                    self.store.delete(key)
-                data = None
+        if data is not None and self._expired(data):
+            with suppress(InvalidSessionId):
+                self.store.delete(key)
+            data = None
         if data is None:
             # As Django's backends do: drop the key, so that saving issues a
-            # new one (an unknown key is never adopted).  (Django's property:
-            # the annotation only tells mypy, which cannot see SessionBase.)
-            self._session_key: str | None = None
+            # new one (an unknown key is never adopted).
+            self._session_key = None
             data = {}
         self._tracker.reset(data)
         self._replace_all = False
@@ -203,7 +244,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     def create(self) -> None:
         """Store the current data under a fresh key issued by the store."""
         data = self._get_session(no_load=True)
-        self._session_key = self.store.create(data, max_age=self._idle_for(data))
+        idle = self._idle_for(data)
+        if idle <= 0:
+            self._expire_now()
+            return
+        self._session_key = self.store.create(data, max_age=idle)
         self._tracker.reset(data)
         self._replace_all = False
         self.modified = True
@@ -214,13 +259,17 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self.create()
             return
         data = self._get_session()
+        idle = self._idle_for(data)
+        if idle <= 0:
+            self._expire_now()
+            return
         sets, deleted = self._tracker.changes(data)
         try:
             if not (sets or deleted or self._replace_all):
                 # Nothing changed (SESSION_SAVE_EVERY_REQUEST): only keep it alive.
                 self.store.touch(self.session_key)
                 return
-            with self.store.edit(self.session_key, max_age=self._idle_for(data)) as stored:
+            with self.store.edit(self.session_key, max_age=idle) as stored:
                 if self._replace_all:
                     stored.clear()
                     stored.update(data)

@@ -24,16 +24,29 @@ Configuration (``app.config``):
 * ``FSSESSION_SECRET_KEY``: the signing key; default ``SECRET_KEY``.  Keys in
   ``SECRET_KEY_FALLBACKS`` still verify existing sessions.
 * ``PERMANENT_SESSION_LIFETIME``: the sessions' idle lifetime, and the
-  cookie's Max-Age for permanent sessions.
+  cookie's Max-Age for permanent sessions.  Flask's default is 31 days;
+  a sliding lifetime, so an idle session ends after it (e.g.
+  ``timedelta(hours=8)``).
 * ``SESSION_PERMANENT`` (default True, as in Flask-Session): whether the
   cookie carries a Max-Age.  ``session.permanent`` overrides it per session.
 * ``SESSION_COOKIE_NAME``, ``_DOMAIN``, ``_PATH``, ``_HTTPONLY``,
   ``_PARTITIONED``, ``SESSION_REFRESH_EACH_REQUEST``: as in Flask.
-* ``SESSION_COOKIE_SECURE`` / ``SESSION_COOKIE_SAMESITE``: Flask's defaults
-  (False / None) are unsafe, so when they are left unset the cookie is
-  ``Secure`` and ``SameSite=Lax`` anyway; turn those off explicitly with
-  ``FSSESSION_COOKIE_SECURE = False`` (plain-HTTP development) or
-  ``FSSESSION_COOKIE_SAMESITE = None``.
+* ``SESSION_COOKIE_SECURE``: ``True`` makes the cookie ``Secure`` always.
+  Flask's default, ``False`` (left unset or set explicitly: the two cannot
+  be told apart), gives a cookie that is ``Secure`` exactly when the request
+  came over HTTPS: ``request.is_secure``, or a proxy's ``X-Forwarded-Proto:
+  https`` / ``Forwarded: proto=https`` (trusted only to *add* ``Secure``,
+  which no forged header can make unsafe).  So plain-HTTP development and
+  staging work, and an HTTPS site gets ``Secure`` cookies.  Behind a proxy
+  that terminates TLS and sends neither header, set it to ``True``.
+  ``FSSESSION_COOKIE_SECURE`` (``True`` / ``False``), when present, decides
+  instead of the request (``SESSION_COOKIE_SECURE = True`` still wins).
+* ``SESSION_COOKIE_SAMESITE``: ``"Lax"``, ``"Strict"`` or ``"None"`` as given
+  (``"None"`` also makes the cookie ``Secure``: browsers drop it otherwise).
+  Flask's default, ``None``, gives ``SameSite=Lax``; to send no ``SameSite``
+  attribute at all, set ``FSSESSION_COOKIE_SAMESITE = None`` (an explicit
+  ``SESSION_COOKIE_SAMESITE = None`` is Flask's default value and so also
+  gives ``Lax``).
 * ``FSSESSION_STORE_OPTIONS``: extra keyword arguments for
   :class:`~fssession.SessionStore` (``lock_timeout``, ``absolute_max_age``, ...);
   or ``FSSESSION_STORE``: a ready store, which overrides all of the above
@@ -51,8 +64,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Request, Response
-from flask.sessions import SessionInterface, SessionMixin
+try:
+    from flask import Flask, Request, Response, has_request_context, request
+    from flask.sessions import SessionInterface, SessionMixin
+except ModuleNotFoundError as exc:  # say which extra brings it, not just which module is missing
+    raise ModuleNotFoundError(
+        f"fssession.flask needs Flask ({exc.name} is not installed): pip install 'fssession[flask]'", name=exc.name
+    ) from exc
 
 from .store import SessionStore
 from .websession import Session
@@ -80,6 +98,24 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
         self["_permanent"] = bool(value)
 
 
+_MIN_KEY_BYTES = 16  # what the store requires of every key; said here with the setting's name
+
+
+def _came_over_https(req: Request) -> bool:
+    """Whether *req* reached us over HTTPS, directly or (as a proxy says) through a proxy that ended TLS.
+
+    The proxy headers are trusted only because they can only add ``Secure``:
+    a forged one makes a cookie stricter, never weaker.
+    """
+    if req.is_secure:
+        return True
+    forwarded_proto = req.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if forwarded_proto == "https":
+        return True
+    first_hop = req.headers.get("Forwarded", "").split(",")[0]
+    return any(part.strip().lower() == "proto=https" for part in first_hop.split(";"))
+
+
 def _seconds(lifetime: timedelta | int | float) -> int:
     if isinstance(lifetime, timedelta):
         return max(1, int(lifetime.total_seconds()))
@@ -93,12 +129,23 @@ class FSSessionInterface(SessionInterface):
         self.store = store
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        """``SESSION_COOKIE_SECURE``, or Secure unless ``FSSESSION_COOKIE_SECURE`` is False."""
-        return bool(app.config["SESSION_COOKIE_SECURE"] or app.config.get("FSSESSION_COOKIE_SECURE", True))
+        """Whether the session cookie is ``Secure`` for the current request (see the module's docstring)."""
+        config = app.config
+        if config["SESSION_COOKIE_SECURE"] or self.get_cookie_samesite(app) == "None":
+            return True
+        if "FSSESSION_COOKIE_SECURE" in config:
+            return bool(config["FSSESSION_COOKIE_SECURE"])
+        # Flask's default (False, set or not): Secure exactly when the request
+        # came over HTTPS, where Secure protects and costs nothing; over plain
+        # HTTP a Secure cookie would never come back and no login would stick.
+        return not has_request_context() or _came_over_https(request)
 
     def get_cookie_samesite(self, app: Flask) -> str | None:
-        """``SESSION_COOKIE_SAMESITE``, or ``FSSESSION_COOKIE_SAMESITE`` (default Lax)."""
-        value = app.config["SESSION_COOKIE_SAMESITE"] or app.config.get("FSSESSION_COOKIE_SAMESITE", "Lax")
+        """``SESSION_COOKIE_SAMESITE`` as set, Lax for Flask's default (None); ``FSSESSION_COOKIE_SAMESITE`` wins."""
+        if "FSSESSION_COOKIE_SAMESITE" in app.config:
+            value = app.config["FSSESSION_COOKIE_SAMESITE"]
+        else:
+            value = app.config["SESSION_COOKIE_SAMESITE"] or "Lax"
         return str(value) if value else None
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
@@ -179,14 +226,21 @@ class FSSession:
         path = app.config.get("FSSESSION_PATH")
         if not path:
             raise RuntimeError("FSSession: set FSSESSION_PATH to the shared session directory")
-        key = app.config.get("FSSESSION_SECRET_KEY") or app.config.get("SECRET_KEY")
+        own = bool(app.config.get("FSSESSION_SECRET_KEY"))
+        name = "FSSESSION_SECRET_KEY" if own else "SECRET_KEY"
+        key = app.config.get(name)
         if not key:
             raise RuntimeError("FSSession: set SECRET_KEY (or FSSESSION_SECRET_KEY) to sign sessions")
-        keys: list[str | bytes] = [key]
-        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
-        if not app.config.get("FSSESSION_SECRET_KEY"):
+        named: list[tuple[str, str | bytes]] = [(name, key)]
+        if not own:
             # Fallbacks belong to SECRET_KEY; with a key of our own they do not apply.
-            keys += [k for k in fallbacks if k]
+            fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+            named += [(f"SECRET_KEY_FALLBACKS[{i}]", k) for i, k in enumerate(fallbacks) if k]
+        for setting, value in named:
+            size = len(value.encode() if isinstance(value, str) else value)
+            if size < _MIN_KEY_BYTES:
+                raise RuntimeError(f"FSSession: {setting} is {size} bytes; every signing key needs at least 16")
+        keys = [value for _, value in named]
         options: dict[str, Any] = dict(app.config.get("FSSESSION_STORE_OPTIONS") or {})
         options.setdefault("max_age", _seconds(app.permanent_session_lifetime))
         return SessionStore(path, keys, **options)

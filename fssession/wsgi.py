@@ -19,6 +19,11 @@ is raised from ``start_response`` into the application; an application that
 wants to handle it in its own view calls ``session.commit()`` there first.
 Changes made after ``start_response`` (while the body is generated) are
 committed when the response is closed, if the session already has an id.
+
+Sessions live for the store's ``max_age`` (default 30 minutes of idleness),
+or the middleware's ``max_age=`` for the sessions it creates.  The cookie is
+``Secure``, ``HttpOnly`` and ``SameSite=Lax`` unless told otherwise
+(``secure=False`` for plain-HTTP development).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,17 @@ from starlette.testclient import TestClient
 
 from fssession import LockTimeout
 from fssession.asgi import AsyncSession, SessionMiddleware
-from tests.webhelpers import SECRET, Clock, CountingStore, Overlap, parse_set_cookie, run_threads, tamper, unknown_id
+from tests.webhelpers import (
+    SECRET,
+    WAIT,
+    Clock,
+    CountingStore,
+    Overlap,
+    parse_set_cookie,
+    run_threads,
+    tamper,
+    unknown_id,
+)
 
 
 class OffLoopStore(CountingStore):
@@ -109,8 +120,51 @@ async def logout(request: Request) -> JSONResponse:
 
 async def incr(request: Request) -> JSONResponse:
     session = session_of(request)
+    async with session.locked() as data:
+        await asyncio.sleep(0)  # the block may await: the lock stays held by its own thread
+        data["n"] = data.get("n", 0) + 1
+        value = data["n"]
+    return JSONResponse({"n": value})
+
+
+async def incr_fn(request: Request) -> JSONResponse:
+    session = session_of(request)
     value = await session.alocked(lambda data: data.__setitem__("n", data.get("n", 0) + 1) or data["n"])
     return JSONResponse({"n": value})
+
+
+def sync_incr(request: Request) -> JSONResponse:
+    with request.scope["fssession.session"].locked() as data:  # a sync view runs in a thread: plain with
+        data["n"] = data.get("n", 0) + 1
+    return JSONResponse({})
+
+
+async def locked_fails(request: Request) -> JSONResponse:
+    session = session_of(request)
+    try:
+        async with session.locked() as data:
+            data["n"] = "never stored"
+            raise KeyError("the block failed")
+    except KeyError:
+        pass
+    return JSONResponse({"n": session.get("n")})
+
+
+async def locked_probe(request: Request) -> JSONResponse:
+    """Inside the block, another process's edit of this session must find it locked."""
+    session = session_of(request)
+    async with session.locked() as data:
+        data["probe"] = await anyio.to_thread.run_sync(HOLD["probe"], session.sid)
+    return JSONResponse({"probe": data["probe"]})
+
+
+async def sync_with_on_the_loop(request: Request) -> JSONResponse:
+    try:
+        with session_of(request).locked():
+            pass
+    except RuntimeError as exc:
+        return JSONResponse({"error": str(exc)})
+    return JSONResponse({"error": None})
 
 
 async def noop(request: Request) -> JSONResponse:
@@ -126,6 +180,11 @@ def make_app(store: CountingStore, **options: Any) -> Starlette:
         Route("/login", login),
         Route("/logout", logout),
         Route("/incr", incr),
+        Route("/incr-fn", incr_fn),
+        Route("/sync-incr", sync_incr),
+        Route("/locked-fails", locked_fails),
+        Route("/locked-probe", locked_probe),
+        Route("/sync-with", sync_with_on_the_loop),
         Route("/noop", noop),
     ]
     return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, store=store, **options)])
@@ -251,15 +310,57 @@ def test_locked_counter_exact_under_threads(store: OffLoopStore) -> None:
     client.get("/set?a=1")
     sid = sid_of(client)
     assert sid is not None
+    routes = ["/incr", "/incr-fn", "/sync-incr"]  # async with, alocked(fn), and with in a sync view
 
-    def work(_: int) -> None:
+    def work(i: int) -> None:
         own = client_for(store)
         own.cookies.set("fssession", sid, domain="testserver.local")
-        for _ in range(15):
-            assert own.get("/incr").status_code == 200
+        for j in range(15):
+            assert own.get(routes[(i + j) % 3]).status_code == 200
 
     run_threads(6, work)
     assert store.load(sid) == {"a": "1", "n": 90}
+
+
+def test_async_locked_holds_the_lock_for_the_whole_block(store: OffLoopStore) -> None:
+    other = OffLoopStore(store.root, SECRET, lock_timeout=0.2)
+
+    def probe(sid: str) -> str:
+        try:
+            with other.edit(sid):
+                return "not locked"
+        except LockTimeout:
+            return "locked"
+
+    HOLD["probe"] = probe
+    client = client_for(store)
+    client.get("/set?a=1")
+    assert client.get("/locked-probe").json() == {"probe": "locked"}
+    sid = sid_of(client)
+    assert sid is not None and store.load(sid) == {"a": "1", "probe": "locked"}
+    assert probe(sid) == "not locked"  # and released after it
+
+
+def test_async_locked_block_that_raises_writes_nothing(store: OffLoopStore) -> None:
+    client = client_for(store)
+    client.get("/set?a=1")
+    assert client.get("/locked-fails").json() == {"n": None}
+    sid = sid_of(client)
+    assert sid is not None and store.load(sid) == {"a": "1"}
+    assert client.get("/incr").json() == {"n": 1}  # the lock was given back
+
+
+def test_a_sync_with_on_the_event_loop_says_what_to_use(store: OffLoopStore) -> None:
+    client = client_for(store)
+    client.get("/set?a=1")
+    assert "async with session.locked()" in client.get("/sync-with").json()["error"]
+
+
+def test_the_test_client_uses_httpx2() -> None:
+    """Starlette's test client deprecates httpx for httpx2, which the test extra installs."""
+    import starlette.testclient
+
+    assert starlette.testclient.httpx.__name__ == "httpx2"
 
 
 def test_a_request_without_a_cookie_may_use_the_session_directly(store: OffLoopStore) -> None:
@@ -267,3 +368,45 @@ def test_a_request_without_a_cookie_may_use_the_session_directly(store: OffLoopS
     for eager in (True, False):
         client = client_for(store, eager=eager)
         assert client.get("/touch-unloaded").json()["error"] is None
+
+
+def test_a_block_cancelled_while_waiting_for_the_lock_never_runs_and_leaves_the_lock_free(tmp_path: Path) -> None:
+    store = OffLoopStore(tmp_path / "s", SECRET)
+    sid = store.create({"n": 0})
+    held, release = threading.Event(), threading.Event()
+
+    def other_request() -> None:  # another request holds the session's lock meanwhile
+        with OffLoopStore(tmp_path / "s", SECRET).edit(sid):
+            held.set()
+            release.wait(WAIT)
+
+    holder = threading.Thread(target=other_request)
+    holder.start()
+    assert held.wait(WAIT)
+    ran: list[bool] = []
+
+    async def block(session: AsyncSession) -> None:
+        async with session.locked() as data:
+            ran.append(True)
+            data["n"] = 99
+
+    async def scenario() -> None:
+        session = AsyncSession(store, sid)
+        await session.aload()
+        task = asyncio.create_task(block(session))
+        while not any(t.name == "fssession-locked" for t in threading.enumerate()):
+            await asyncio.sleep(0.001)  # until the block's thread is waiting for the lock
+        task.cancel()
+        release.set()  # the lock comes free while the cancelled task still waits for its thread
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    holder.join(WAIT)
+    for thread in threading.enumerate():
+        if thread.name == "fssession-locked":
+            thread.join(WAIT)
+            assert not thread.is_alive(), "the cancelled block's thread still holds the session's lock"
+    assert not ran, "a cancelled block ran"
+    with OffLoopStore(tmp_path / "s", SECRET, lock_timeout=WAIT).edit(sid) as data:  # free again
+        assert data == {"n": 0}, "a cancelled block wrote"

@@ -7,8 +7,10 @@ points ``FSSESSION_PATH`` at its own directory with ``override_settings``.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,16 @@ if not settings.configured:
     django.setup()
 
 from django.contrib.sessions.backends.base import UpdateError
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.http import HttpRequest, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
+from django.utils import timezone
 
 from fssession.django import SessionStore, get_store
+from fssession.django_checks import check_fssession
+from fssession.layout import NAMING_KEY_FILE, is_session_name
 
 HOOKS: dict[str, Any] = {}
 
@@ -216,8 +222,10 @@ def test_expiry_settings(store: FileStore, clock: Clock) -> None:
     assert data_of(client) == {}
 
 
-def test_expiry_at_a_date(store: FileStore, clock: Clock) -> None:
-    # Django dates the expiry by the real clock; the store's clock starts there too.
+def test_expiry_at_a_date(store: FileStore, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Django dates the expiry by its clock: the test's, like the store's, so
+    # that no real time passing between the requests can move the date.
+    monkeypatch.setattr(timezone, "now", lambda: datetime.fromtimestamp(clock(), UTC))
     client = Client()
     client.get("/set?a=1")
     client.get("/expiry?s=100&at=1")  # an absolute date: activity does not extend it
@@ -302,3 +310,175 @@ def test_clearsessions_uses_the_store_reaper(store: FileStore, monkeypatch: pyte
     call_command("clearsessions")
     assert not old_file.exists()
     assert store.load(live.session_key) == {"a": 1}
+
+
+# ---------------------------------------------------------------- expiry as Django's backends do it
+
+
+def session_files(store: FileStore) -> list[Path]:
+    return [p for p in store.root.rglob("*") if is_session_name(p.name)]
+
+
+def test_a_negative_expiry_expires_the_session(store: FileStore) -> None:
+    client = Client()
+    client.get("/set?a=1")
+    key = sid_of(client)
+    assert key is not None
+    response = client.get("/expiry?s=-3600")  # Django's own tests expire a session this way
+    assert response.json()["age"] == -3600
+    assert client.cookies["sessionid"]["max-age"] == -3600  # the browser drops it
+    assert store.load(key) is None and session_files(store) == []
+    client.cookies["sessionid"] = key  # a client that keeps sending it anyway
+    assert data_of(client) == {}
+
+    direct = SessionStore()
+    direct["a"] = 1
+    direct.set_expiry(-1)
+    direct.save()
+    assert direct.session_key is None and session_files(store) == []
+    direct.set_expiry(None)  # saving it again, alive, starts a new session
+    direct.save()
+    assert store.load(direct.session_key) == {"a": 1}
+
+
+def test_clearsessions_removes_what_expired_and_keeps_the_rest(store: FileStore, clock: Clock) -> None:
+    # The scenario of Django's file-backend test, on this engine (its sessions are not named by key).
+    with override_settings(SESSION_COOKIE_AGE=60):
+        future = SessionStore()
+        future["foo"] = "bar"
+        future.set_expiry(3600)
+        future.save()
+        past = SessionStore()
+        past["foo"] = "bar"
+        past.set_expiry(-3600)
+        past.save()
+        present = SessionStore()  # no expiry of its own: SESSION_COOKIE_AGE's 60 s
+        present["foo"] = "bar"
+        present.save()
+        assert len(session_files(get_store())) == 2  # the past one is gone already
+        get_store()._clock.advance(60 + 61)  # past the lifetime and the reaper's grace
+        call_command("clearsessions")
+        assert len(session_files(get_store())) == 1
+        assert get_store().load(future.session_key) == {"foo": "bar", "_session_expiry": 3600}
+        assert SessionStore(present.session_key).load() == {}
+
+
+def test_an_emptied_session_is_saved_empty(store: FileStore) -> None:
+    client = Client()
+    client.get("/set?a=1")
+    key = sid_of(client)
+    assert key is not None
+    session = SessionStore(key)
+    del session["a"]
+    session.save()
+    assert session.session_key == key and store.load(key) == {}
+
+
+# ---------------------------------------------------------------- system checks
+
+
+def check_ids(**overrides: Any) -> list[str]:
+    with override_settings(**overrides):
+        return [message.id for message in check_fssession()]
+
+
+def test_checks_pass_on_a_good_setup(tmp_path: Path) -> None:
+    assert check_ids(FSSESSION_PATH=str(tmp_path / "s")) == []  # not made yet: creatable is fine
+    FileStore(tmp_path / "s", SECRET, dir_mode=0o770, file_mode=0o660)
+    assert check_ids(FSSESSION_PATH=str(tmp_path / "s")) == []
+    check_ids(FSSESSION_PATH=str(tmp_path / "t"))
+    assert not (tmp_path / "t").exists(), "a check must never create the store"
+    with override_settings(SESSION_ENGINE="django.contrib.sessions.backends.db"):
+        assert check_ids(FSSESSION_PATH=None) == []  # another engine: nothing to check
+
+
+def test_check_path_unset() -> None:
+    assert check_ids(FSSESSION_PATH=None) == ["fssession.E001"]
+    assert check_ids(FSSESSION_PATH="") == ["fssession.E001"]
+
+
+def test_check_short_keys_name_the_setting(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    assert check_ids(FSSESSION_PATH=path, SECRET_KEY="short") == ["fssession.E002"]
+    with override_settings(FSSESSION_PATH=path, SECRET_KEY_FALLBACKS=[SECRET, "tiny"]):
+        [message] = check_fssession()
+        assert message.id == "fssession.E003"
+        assert "SECRET_KEY_FALLBACKS[1] is 4 bytes" in message.msg and "SECRET_KEY itself is fine" in message.msg
+        # The engine says the same at run time instead of the store's generic complaint.
+        with pytest.raises(ImproperlyConfigured, match=r"SECRET_KEY_FALLBACKS\[1\] is 4 bytes"):
+            SessionStore().save()
+
+
+def test_check_unknown_store_option(tmp_path: Path) -> None:
+    with override_settings(FSSESSION_PATH=str(tmp_path / "s"), FSSESSION_STORE_OPTIONS={"lock_timeot": 3}):
+        [message] = check_fssession()
+    assert message.id == "fssession.E006" and "'lock_timeot'" in message.msg and "lock_timeout" in message.hint
+
+
+def test_check_a_path_that_is_not_a_usable_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert check_ids(FSSESSION_PATH=str(tmp_path / "file")) == ["fssession.E004"]
+    assert check_ids(FSSESSION_PATH=str(tmp_path / "file" / "below")) == ["fssession.E004"]
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory this process cannot write: mode 0500, or, for root, a read-only bind mount."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o500)
+        yield target
+        target.chmod(0o700)
+        return
+    src = tmp_path / "src"
+    src.mkdir()
+    try:
+        subprocess.run(["mount", "--bind", str(src), str(target)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"root ignores modes and a read-only bind mount failed: {exc}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True, capture_output=True)
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_check_an_unwritable_directory(unwritable_dir: Path) -> None:
+    with override_settings(FSSESSION_PATH=str(unwritable_dir)):
+        [message] = check_fssession()
+    assert message.id == "fssession.E004" and "not readable and writable by this user" in message.msg
+    assert check_ids(FSSESSION_PATH=str(unwritable_dir / "new")) == ["fssession.E004"]  # cannot be created
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a store that belongs to root")
+def test_check_as_root_a_store_only_root_can_use(tmp_path: Path) -> None:
+    root_only = tmp_path / "s"
+    FileStore(root_only, SECRET)  # what a root `clearsessions` on a fresh directory leaves: root:root 0700
+    assert check_ids(FSSESSION_PATH=str(root_only)) == ["fssession.W001"]
+    shared = tmp_path / "shared"
+    FileStore(shared, SECRET, dir_mode=0o770, file_mode=0o660)
+    assert check_ids(FSSESSION_PATH=str(shared)) == []  # group-shared: fine
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a key another user cannot read")
+def test_check_as_root_a_naming_key_the_owner_cannot_read(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    store.mkdir()
+    os.chown(store, 65534, 65534)  # the web server's user owns the directory...
+    FileStore(store, SECRET)  # ...and root made the key in it: root:root 0600
+    with override_settings(FSSESSION_PATH=str(store)):
+        [message] = check_fssession()
+    assert message.id == "fssession.W002" and "its owner cannot read the key" in message.msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; the root variant is tested above")
+def test_check_a_naming_key_this_user_cannot_read(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    FileStore(store, SECRET)
+    key = store / NAMING_KEY_FILE
+    key.chmod(0)
+    try:
+        assert check_ids(FSSESSION_PATH=str(store)) == ["fssession.E005"]
+    finally:
+        key.chmod(0o600)

@@ -90,6 +90,21 @@ def test_missing_configuration_is_reported() -> None:
         FSSession(app)
 
 
+def test_a_short_key_is_named(tmp_path: Path) -> None:
+    def init(**config: Any) -> None:
+        app = Flask("cfg")
+        app.config.update(FSSESSION_PATH=str(tmp_path / "s"), **config)
+        FSSession(app)
+
+    with pytest.raises(RuntimeError, match=r"SECRET_KEY_FALLBACKS\[1\] is 5 bytes"):
+        init(SECRET_KEY=SECRET, SECRET_KEY_FALLBACKS=[OTHER_SECRET, "short"])
+    with pytest.raises(RuntimeError, match=r"^FSSession: SECRET_KEY is 3 bytes"):
+        init(SECRET_KEY="abc")
+    with pytest.raises(RuntimeError, match=r"FSSESSION_SECRET_KEY is 3 bytes"):
+        init(SECRET_KEY=SECRET, FSSESSION_SECRET_KEY="abc")
+    init(SECRET_KEY="abc", FSSESSION_SECRET_KEY=SECRET, SECRET_KEY_FALLBACKS=["short"])  # ours: fallbacks unused
+
+
 def test_session_is_ours_and_lazy(tmp_path: Path) -> None:
     from tests.webhelpers import CountingStore
 
@@ -115,12 +130,12 @@ def test_login_cookie_attributes(tmp_path: Path) -> None:
     )
     store = app.extensions["fssession"].store
     client = app.test_client()
-    response = client.get("/login?user=alice")
+    response = client.get("/login?user=alice", base_url="https://localhost")
     [(name, value, attrs)] = set_cookies(response)
     assert name == "session"
     assert store.load(value) == {"user": "alice"}
     assert attrs["max-age"] == "600"
-    assert {"httponly", "secure"} <= attrs.keys()  # Secure although Flask's own default is off
+    assert {"httponly", "secure"} <= attrs.keys()  # Secure over HTTPS although Flask's own default is off
     assert attrs["samesite"] == "Lax"
     assert attrs["path"] == "/"
     assert response.headers["Vary"] == "Cookie"
@@ -142,6 +157,51 @@ def test_flask_cookie_settings_are_honoured(store: SessionStore) -> None:
     [(name, _, attrs)] = set_cookies(response)
     assert name == "sid"
     assert attrs == {"domain": "example.org", "path": "/", "samesite": "Strict"}  # a browser-session cookie
+
+
+def cookie_attrs(store: SessionStore, url: str = "http://localhost/", headers: Any = None, **config: Any) -> Any:
+    """The attributes of the cookie that logging in sets, with this config, at this URL."""
+    client = app_for(store, **config).test_client()
+    [(_, _, attrs)] = set_cookies(client.get("/login?user=alice", base_url=url, headers=headers or {}))
+    return attrs
+
+
+HTTPS = "https://localhost/"
+
+
+def test_flask_secure_setting_is_honoured(store: SessionStore) -> None:
+    # Left at Flask's default: Secure exactly when the request came over HTTPS.
+    assert "secure" not in cookie_attrs(store)
+    assert "secure" in cookie_attrs(store, HTTPS)
+    # An explicit False is Flask's default value: plain HTTP gets a cookie that comes back.
+    assert "secure" not in cookie_attrs(store, SESSION_COOKIE_SECURE=False)
+    assert "secure" in cookie_attrs(store, SESSION_COOKIE_SECURE=True)
+    # A proxy that ended TLS says so; such a header can only make the cookie stricter.
+    assert "secure" in cookie_attrs(store, headers={"X-Forwarded-Proto": "https"})
+    assert "secure" in cookie_attrs(store, headers={"Forwarded": "for=192.0.2.1;proto=https"})
+    assert "secure" not in cookie_attrs(store, headers={"X-Forwarded-Proto": "http"})
+    # FSSESSION_COOKIE_SECURE decides instead of the request; Flask's True still wins.
+    assert "secure" not in cookie_attrs(store, HTTPS, FSSESSION_COOKIE_SECURE=False)
+    assert "secure" in cookie_attrs(store, FSSESSION_COOKIE_SECURE=True)
+    assert "secure" in cookie_attrs(store, SESSION_COOKIE_SECURE=True, FSSESSION_COOKIE_SECURE=False)
+
+
+def test_flask_samesite_setting_is_honoured(store: SessionStore) -> None:
+    assert cookie_attrs(store)["samesite"] == "Lax"  # Flask's default (None) gets Lax
+    assert cookie_attrs(store, SESSION_COOKIE_SAMESITE="Strict")["samesite"] == "Strict"
+    cross_site = cookie_attrs(store, SESSION_COOKIE_SAMESITE="None")
+    assert cross_site["samesite"] == "None" and "secure" in cross_site  # browsers refuse it without Secure
+    assert "samesite" not in cookie_attrs(store, FSSESSION_COOKIE_SAMESITE=None)
+    ours_win = cookie_attrs(store, FSSESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SAMESITE="Lax")
+    assert ours_win["samesite"] == "Strict"
+
+
+def test_logout_clears_the_cookie_with_the_same_attributes(store: SessionStore) -> None:
+    client = app_for(store, SESSION_COOKIE_SAMESITE="Strict").test_client()
+    client.get("/login?user=alice", base_url=HTTPS)
+    [(_, value, attrs)] = set_cookies(client.get("/logout", base_url=HTTPS))
+    assert value == "" and attrs["max-age"] == "0"
+    assert "secure" in attrs and attrs["samesite"] == "Strict"
 
 
 def test_modify_logout_and_rotate(store: SessionStore) -> None:
