@@ -30,11 +30,10 @@ from typing import Any, NoReturn
 import pytest
 
 from tests.fsbed import REQUIRE_ENV, require_shared
+from tools.demo.config import MAX_AGE  # the demo's session lifetime: the cookie's Max-Age
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "scripts" / "demo.py"
 BROWSER_UP = REPO / "scripts" / "testbed" / "browser-up"
-MAX_AGE = 600  # the demo's session lifetime (scripts/demo.py MAX_AGE): the cookie's Max-Age
 START_TIMEOUT = 60.0
 WAIT = 20.0  # a hang guard for page loads, never a timing assertion
 
@@ -81,9 +80,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """``scripts/demo.py --serve`` on *tmp_path*: the three nodes' URLs by name; stopped (SIGTERM) afterwards."""
+    """``scripts/demo --serve`` on *tmp_path*: the three nodes' URLs by name; stopped (SIGTERM) afterwards."""
     proc = subprocess.Popen(
-        [sys.executable, str(DEMO), "--serve", "--path", str(tmp_path)],
+        [sys.executable, "-m", "tools.demo", "--serve", "--path", str(tmp_path)],
+        cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -19,14 +19,15 @@ import pytest
 
 from tests.fsbed import SharedFS
 
-DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
+REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 180.0  # a hang guard: the demo takes ~6 s locally, ~30 s on sshfs
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the demo as a user would (a separate process), with its output captured."""
     proc = subprocess.run(
-        [sys.executable, str(DEMO), *args],
+        [sys.executable, "-m", "tools.demo", *args],
+        cwd=REPO,  # where scripts/demo runs it from: the checkout's tools and fssession are found there
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

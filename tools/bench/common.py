@@ -1,0 +1,130 @@
+"""What the benchmarks share: syscall counts with strace, rates, scratch directories, worker processes, tables."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tools import REPO
+
+FORK = mp.get_context("fork")
+
+# Syscalls that touch a filesystem (each can be a network round trip on NFS).
+FS_SYSCALLS = {
+    "open", "openat", "openat2", "creat", "close", "read", "pread64", "readv", "write", "pwrite64", "writev",
+    "stat", "lstat", "fstat", "newfstatat", "statx", "fstatfs", "statfs", "access", "faccessat", "faccessat2",
+    "mkdir", "mkdirat", "rmdir", "rename", "renameat", "renameat2", "unlink", "unlinkat", "link", "linkat",
+    "symlink", "symlinkat", "readlink", "readlinkat", "getdents64", "fsync", "fdatasync", "utimensat",
+    "futimesat", "ftruncate", "truncate", "flock", "chmod", "fchmod", "fchmodat", "chown", "fchown", "fchownat",
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------ syscalls
+
+
+def have_strace() -> bool:
+    """Whether syscalls can be counted here."""
+    return shutil.which("strace") is not None
+
+
+def parse_strace(text: str) -> dict[str, int]:
+    """Calls per syscall from the table ``strace -c`` writes."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] not in ("total",):
+            try:
+                counts[parts[-1]] = int(parts[3])
+            except ValueError:
+                continue
+    return counts
+
+
+def traced(argv: list[str]) -> tuple[dict[str, int], str]:
+    """Run *argv* under ``strace -c -f`` from the repository's root: (calls per syscall, its standard output)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        proc = subprocess.run(
+            ["strace", "-f", "-c", "-o", out.name, *argv], check=True, capture_output=True, text=True, cwd=REPO
+        )
+        return parse_strace(out.read()), proc.stdout
+
+
+def fs_calls(counts: dict[str, int]) -> int:
+    """How many of *counts* touch a filesystem."""
+    return sum(v for k, v in counts.items() if k in FS_SYSCALLS)
+
+
+def per_operation(argv_for: Callable[[int], list[str]], n: int) -> dict[str, float]:
+    """Syscalls per operation: a traced run of *n* operations minus one of 0, over *n* (start-up cancels out).
+
+    *argv_for(count)* is the command that does *count* operations; calls
+    that come to less than 0.05 per operation are left out.
+    """
+    counts = [traced(argv_for(cycles))[0] for cycles in (0, n)]
+    per = {k: (counts[1].get(k, 0) - counts[0].get(k, 0)) / n for k in set(counts[0]) | set(counts[1])}
+    return {k: round(v, 2) for k, v in per.items() if v > 0.05}
+
+
+# -------------------------------------------------------------------- timing
+
+
+def rate(fn: Callable[[], object], seconds: float) -> float:
+    """Calls of *fn* per second, calling it for about *seconds*."""
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+@contextmanager
+def scratch(directory: Path, prefix: str) -> Iterator[Path]:
+    """A fresh directory inside *directory* (the filesystem under test), removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def in_parallel(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float) -> list[Any]:
+    """Run ``target(*a, start_at, out)`` in a forked process per *a*, all released at *start_at*; what each put.
+
+    Each worker waits for *start_at* (:func:`wait_for_start`), works, and
+    puts one result on the queue *out*; *timeout* guards each ``get``.
+    """
+    out = FORK.Queue()
+    start_at = time.monotonic() + 0.3  # every worker forked and waiting before the first one starts
+    workers = [FORK.Process(target=target, args=(*a, start_at, out)) for a in args]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=timeout) for _ in workers]
+    for w in workers:
+        w.join()
+    return results
+
+
+def wait_for_start(start_at: float) -> None:
+    """In a worker of :func:`in_parallel`: wait for the common start."""
+    while time.monotonic() < start_at:
+        time.sleep(0.0005)
+
+
+# --------------------------------------------------------------------- tables
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines

@@ -1,0 +1,64 @@
+"""One demo node's process: ``python -m tools.demo.node NAME PATH PEERS_FILE`` (the key in $FSSESSION_DEMO_SECRET).
+
+It serves :class:`~tools.demo.app.NodeApp` over the session directory
+*PATH* on 127.0.0.1, a free port, and prints ``PORT <n> PID <p> HOST <h>``
+once it accepts connections; :mod:`tools.demo.cluster` starts it, inside a
+simulated host where it can.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from fssession import SessionStore
+from fssession.wsgi import SessionMiddleware
+from tools import python_module
+
+from .app import NodeApp
+from .config import FS_SLACK, LEASE, LOCK_TIMEOUT, MAX_AGE, SECRET_ENV
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a request stuck in /api/hold must not keep the process alive
+    request_queue_size = 64  # a burst of concurrent requests is not refused
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # no line per request; errors still go to stderr through wsgiref's own handler
+
+
+def run_node(name: str, path: Path, peers_file: Path | None) -> None:
+    """Serve the demo application on 127.0.0.1 (a free port): prints ``PORT <n> PID <p> HOST <h>``."""
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        sys.exit(f"{name}: {SECRET_ENV} is not set")
+    store = SessionStore(path, secret, max_age=MAX_AGE, lease=LEASE, lock_timeout=LOCK_TIMEOUT, fs_slack=FS_SLACK)
+    # secure=False, explicitly: the demo is plain http on 127.0.0.1, where a
+    # browser would never send back a Secure cookie.  The default is Secure.
+    app = SessionMiddleware(NodeApp(name, peers_file), store, secure=False)
+    server = make_server("127.0.0.1", 0, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    print(f"PORT {server.server_port} PID {os.getpid()} HOST {socket.gethostname()}", flush=True)
+    server.serve_forever()
+
+
+def command(name: str, path: Path, peers_file: Path) -> list[str]:
+    """The argv that starts node *name* on *path* (run it with ``cwd=tools.REPO``); parsed by :func:`main`."""
+    return python_module("tools.demo.node", name, str(path), str(peers_file))
+
+
+def main(argv: list[str]) -> None:
+    """Run the node that :func:`command` describes."""
+    if len(argv) != 3:
+        sys.exit("usage: python -m tools.demo.node NAME PATH PEERS_FILE (started by the demo, not by hand)")
+    run_node(argv[0], Path(argv[1]), Path(argv[2]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
