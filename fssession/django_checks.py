@@ -34,7 +34,6 @@ user: a site whose web server itself runs as root silences them with
 
 from __future__ import annotations
 
-import inspect
 import os
 import pwd
 import stat
@@ -47,7 +46,7 @@ from django.core import checks  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
 from .layout import NAMING_KEY_FILE
-from .store import SessionStore
+from .settings import StoreSettings
 
 __all__ = ["ENGINE", "MIN_KEY_BYTES", "check_fssession", "key_errors"]
 
@@ -55,7 +54,6 @@ ENGINE = "fssession.django"
 MIN_KEY_BYTES = 16  # what the store's Keyring requires of every key
 
 # Options the Django engine sets itself (from Django's settings), or that are not options.
-_NOT_OPTIONS = {"self", "path", "secret_key"}
 
 
 def _error(number: int, msg: str, hint: str | None = None) -> Any:
@@ -186,7 +184,7 @@ def _naming_key_errors(root: Path) -> list[Any]:
 def _option_errors() -> list[Any]:
     """E006: every key of FSSESSION_STORE_OPTIONS is a SessionStore option."""
     options = getattr(settings, "FSSESSION_STORE_OPTIONS", None) or {}
-    known = set(inspect.signature(SessionStore.__init__).parameters) - _NOT_OPTIONS
+    known = set(StoreSettings.option_names() | {"clock", "load_retries"})
     unknown = sorted(set(options) - known)
     if unknown:
         return [

@@ -96,6 +96,7 @@ class LockSettings:
 
 
 _ABSENT: Any = object()
+_LOCK_KEYWORDS = frozenset({"lease", "max_lease", "fs_slack", "server_clock"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,11 @@ class StoreSettings:
             _positive("touch_interval", self.touch_interval, allow_zero=True)
 
     @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """Every keyword ``SessionStore(...)`` accepts as a setting."""
+        return frozenset({f.name for f in fields(cls)} - {"lock"} | _LOCK_KEYWORDS)
+
+    @classmethod
     def from_keywords(cls, **options: Any) -> StoreSettings:
         """Build settings from the flat keywords of ``SessionStore(...)``.
 
@@ -158,7 +164,7 @@ class StoreSettings:
         go into :class:`LockSettings`; ``dir_mode`` is also the lock's mode.
         Unknown keywords raise ``TypeError``, as a function call would.
         """
-        lock_names = {"lease", "max_lease", "fs_slack", "server_clock"}
+        lock_names = _LOCK_KEYWORDS
         own = {f.name for f in fields(cls)} - {"lock"}
         unknown = set(options) - own - lock_names - {"lock"}
         if unknown:

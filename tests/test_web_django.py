@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from fssession.django import SessionStore, get_store
 from fssession.django_checks import check_fssession
-from fssession.layout import NAMING_KEY_FILE, is_session_name
+from fssession.layout import NAMING_KEY_FILE, Kind, classify
 
 HOOKS: dict[str, Any] = {}
 
@@ -302,7 +302,7 @@ def test_clearsessions_uses_the_store_reaper(store: FileStore, monkeypatch: pyte
     old = SessionStore()
     old["b"] = 1
     old.save()
-    old_file = Path(store._path(old.session_key))
+    old_file = Path(store.layout.path_for(old.session_key))
     store_clock: Any = store._clock
     store_clock.advance(store.max_age - 1)
     assert store.load(live.session_key) == {"a": 1}
@@ -316,7 +316,7 @@ def test_clearsessions_uses_the_store_reaper(store: FileStore, monkeypatch: pyte
 
 
 def session_files(store: FileStore) -> list[Path]:
-    return [p for p in store.root.rglob("*") if is_session_name(p.name)]
+    return [p for p in store.root.rglob("*") if classify(p.name).kind is Kind.SESSION]
 
 
 def test_a_negative_expiry_expires_the_session(store: FileStore) -> None:

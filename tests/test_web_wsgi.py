@@ -529,7 +529,7 @@ class FailsOnce(SessionStore):
     def edit(self, sid: str, *, max_age: int | None = None) -> Any:
         if not self.failed:
             self.failed = True
-            raise LockTimeout(self._path(sid) + ".lock", None, 10.0)
+            raise LockTimeout(self.layout.path_for(sid) + ".lock", None, 10.0)
         return super().edit(sid, max_age=max_age)
 
 

@@ -81,7 +81,7 @@ def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
 
 def session_file(store: SessionStore, sid: str) -> Path:
     """The file that holds *sid* (a white-box helper for the tampering tests)."""
-    return Path(store._path(sid))
+    return Path(store.layout.path_for(sid))
 
 
 def tamper(store: SessionStore, sid: str) -> None:

@@ -54,8 +54,7 @@ CONTENDERS: dict[str, Contender] = {}
 
 def session_path(store: SessionStore, sid: str) -> str:
     """The file that holds session *sid* in *store*: the one place the benchmarks use the store's layout."""
-    # layout: switch to StoreLayout.path_for(sid)
-    return store._path(sid)
+    return store.layout.path_for(sid)
 
 
 def _template(store: SessionStore) -> list[tuple[str, bytes | None, str | None]]:
