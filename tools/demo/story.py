@@ -234,7 +234,7 @@ def the_reaper_runs(s: Story) -> None:
         "it removed exactly the visitors' expired sessions",
         f"{stats.removed} removed",
     )
-    s.reaped = f"reaper removed {stats.removed} expired sessions ({stats.sessions_seen} seen, {stats.orphans} orphaned markers)"
+    s.reaped = f"reaper removed {stats.removed} expired sessions ({stats.sessions_seen} seen, {stats.orphans} orphans)"
     survivors = s.survivors
     gone = [
         v.call(survivors[i % len(survivors)], "/api/whoami", cookie=sid).body.get("user")
