@@ -27,17 +27,20 @@ differences that come from the store:
   ``save(must_create=True)`` stores the data under a fresh store-issued key,
   since the store never adopts a key chosen elsewhere.
 
-Values are pickled (and signed), not passed through ``SESSION_SERIALIZER``
-(yet: see ``get_store``).
+Values are serialized as Django's ``SESSION_SERIALIZER`` says (Django's
+default, ``JSONSerializer``, is the store's JSON serializer; another dotted
+path is imported and used as is), then signed.
 The cookie is Django's: its attributes come from Django's ``SESSION_COOKIE_*``
 settings.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
@@ -52,6 +55,7 @@ try:
     )
     from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
     from django.core.signals import setting_changed  # type: ignore[import-untyped]
+    from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 except ModuleNotFoundError as exc:  # say which extra brings it, not just which module is missing
     raise ModuleNotFoundError(
         f"fssession.django needs Django ({exc.name} is not installed): pip install 'fssession[django]'", name=exc.name
@@ -60,8 +64,9 @@ except ModuleNotFoundError as exc:  # say which extra brings it, not just which 
 from . import django_checks
 from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
 from .ids import new_session_id
+from .serializers import Serializer, get_serializer, register
 from .store import SessionStore as FileStore
-from .websession import ChangeTracker, apply_changes
+from .websession import ChangeTracker, apply_changes, fingerprint_with
 
 __all__ = ["CreateError", "SessionStore", "get_store"]
 
@@ -84,11 +89,7 @@ def get_store() -> FileStore:
     keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
     options = dict(getattr(settings, "FSSESSION_STORE_OPTIONS", None) or {})
     options.setdefault("max_age", int(settings.SESSION_COOKIE_AGE))
-    # TODO(SESSION_SERIALIZER): the hook for Django's serializer setting.  Once
-    # SessionStore takes a pluggable serializer, map settings.SESSION_SERIALIZER
-    # here (Django's JSONSerializer to the store's JSON one; its default is JSON,
-    # so the engine should follow it) and raise ImproperlyConfigured for one the
-    # store cannot use.  Until then every value is pickled and signed.
+    options.setdefault("serializer", django_serializer(getattr(settings, "SESSION_SERIALIZER", _DJANGO_JSON)))
     try:
         cache_key: Any = (str(path), tuple(keys), tuple(sorted(options.items())))
         hash(cache_key)
@@ -101,6 +102,41 @@ def get_store() -> FileStore:
         if store is None:
             store = _stores[cache_key] = FileStore(path, keys, **options)
         return store
+
+
+_DJANGO_JSON = "django.core.signing.JSONSerializer"
+_KNOWN = {_DJANGO_JSON: "json", "django.contrib.sessions.serializers.PickleSerializer": "pickle"}
+
+
+class _DjangoSerializer:
+    """A Django session serializer (``dumps``/``loads`` of bytes) as a store serializer."""
+
+    def __init__(self, dotted: str) -> None:
+        self.name = dotted
+        # A stable id per serializer path, in the range left to others (128-255).
+        self.id = 128 + zlib.crc32(dotted.encode()) % 128
+        self._impl = import_string(dotted)()
+
+    def dumps(self, data: dict[str, Any]) -> bytes:
+        """Encode with the Django serializer."""
+        blob: bytes = self._impl.dumps(data)
+        return blob
+
+    def loads(self, blob: bytes) -> Any:
+        """Decode with the Django serializer."""
+        return self._impl.loads(blob)
+
+
+@functools.lru_cache(maxsize=16)
+def django_serializer(dotted: str) -> Serializer:
+    """The store serializer for Django's ``SESSION_SERIALIZER`` (its JSON one is the store's JSON)."""
+    known = _KNOWN.get(dotted)
+    if known is not None:
+        return get_serializer(known)
+    try:
+        return register(_DjangoSerializer(dotted))
+    except (ImportError, ValueError) as exc:
+        raise ImproperlyConfigured(f"fssession.django: SESSION_SERIALIZER {dotted!r} cannot be used: {exc}") from exc
 
 
 def _forget_stores(**kwargs: Any) -> None:
@@ -117,7 +153,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
-        self._tracker = ChangeTracker()
+        self._tracker = ChangeTracker(fingerprint_with(self.store.serializer))
         # After clear()/flush() the stored data is replaced, not merged.
         self._replace_all = False
 

@@ -243,4 +243,5 @@ class FSSession:
         keys = [value for _, value in named]
         options: dict[str, Any] = dict(app.config.get("FSSESSION_STORE_OPTIONS") or {})
         options.setdefault("max_age", _seconds(app.permanent_session_lifetime))
+        options.setdefault("serializer", app.config.get("FSSESSION_SERIALIZER", "pickle"))
         return SessionStore(path, keys, **options)

@@ -138,7 +138,16 @@ class SessionStore:
     def load(self, sid: str, *, min_generation: int = 0) -> dict[str, Any] | None:
         """The session's data, or None if it does not exist or expired.  Takes no lock.
 
-        *min_generation*: the generation the client last saw (the web
+        See :meth:`load_versioned` for *min_generation* and the errors.
+        """
+        loaded = self.load_versioned(sid, min_generation=min_generation)
+        return None if loaded is None else loaded[0]
+
+    def load_versioned(self, sid: str, *, min_generation: int = 0) -> tuple[dict[str, Any], int] | None:
+        """(data, generation) of the session, or None if it does not exist or expired.  Takes no lock.
+
+        The generation counts the session's commits (it is signed in the
+        file).  *min_generation*: the generation the client last saw (the web
         adapters keep it in the cookie); a file older than that was rolled
         back by someone who can write the store, and raises
         :class:`TamperedSession` once a re-read confirms it.  Also raises
@@ -155,7 +164,7 @@ class SessionStore:
         now = self.now()
         if now - found.mtime > (self.settings.touch_interval or 0.0):
             self._touch(name, now, strict=False)
-        return self._decode(found, name)
+        return self._decode(found, name), found.header.generation
 
     def _check_rollback(self, name: str, sid: str, wanted: int) -> Found | None:
         """An older generation than the client saw: a stale cache, or a rollback.  Decide by reading again."""

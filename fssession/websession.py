@@ -22,16 +22,27 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Literal
 
 from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
+from .serializers import PickleSerializer, Serializer
 from .store import SessionStore
 
-__all__ = ["ChangeTracker", "CookieAction", "CookiePolicy", "Session", "apply_changes", "response_headers"]
+__all__ = [
+    "ChangeTracker",
+    "CookieAction",
+    "CookiePolicy",
+    "Session",
+    "apply_changes",
+    "fingerprint_with",
+    "join_cookie",
+    "response_headers",
+    "split_cookie",
+]
 
 log = logging.getLogger("fssession.web")
 
@@ -42,14 +53,25 @@ CookieAction = tuple[Literal["set"], str] | Literal["clear"] | None
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def _fingerprint(value: Any) -> object:
-    """What a value looked like, to notice in-place changes (``session["cart"].append(x)``) at commit."""
-    try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        # Unpicklable: never equal to anything, so it counts as changed and the
-        # store reports the real problem when it tries to write it.
-        return object()
+def _pickled(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def fingerprint_with(serializer: Serializer) -> Callable[[Any], object]:
+    """A function that says what a value looked like through *serializer* (the store's), to notice in-place changes."""
+
+    def fingerprint(value: Any) -> object:
+        try:
+            return serializer.dumps({"": value})
+        except Exception:
+            # Cannot be encoded: never equal to anything, so it counts as
+            # changed and the store reports the real problem when it writes.
+            return object()
+
+    return fingerprint
+
+
+_default_fingerprint = fingerprint_with(PickleSerializer())
 
 
 class ChangeTracker:
@@ -61,14 +83,15 @@ class ChangeTracker:
     concurrent request's changes to other keys survive.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fingerprint: Callable[[Any], object] | None = None) -> None:
+        self._fingerprint = fingerprint or _default_fingerprint
         self._snapshot: dict[str, object] = {}
         self._set: set[str] = set()
         self._deleted: set[str] = set()
 
     def reset(self, data: Mapping[str, Any]) -> None:
         """Start over: *data* is now what is stored, and nothing is changed."""
-        self._snapshot = {key: _fingerprint(value) for key, value in data.items()}
+        self._snapshot = {key: self._fingerprint(value) for key, value in data.items()}
         self._set.clear()
         self._deleted.clear()
 
@@ -92,7 +115,7 @@ class ChangeTracker:
         sets = {
             key: value
             for key, value in current.items()
-            if key in self._set or self._snapshot.get(key, _ABSENT) != _fingerprint(value)
+            if key in self._set or self._snapshot.get(key, _ABSENT) != self._fingerprint(value)
         }
         deleted = {key for key in (self._deleted | self._snapshot.keys()) if key not in current}
         return sets, deleted
@@ -204,12 +227,13 @@ class Session(MutableMapping[str, Any]):
     Not thread-safe: one request, one thread (like a request object).
     """
 
-    def __init__(self, store: SessionStore, cookie_sid: str | None = None, *, max_age: int | None = None) -> None:
+    def __init__(self, store: SessionStore, cookie: str | None = None, *, max_age: int | None = None) -> None:
         self.store = store
-        self.cookie_sid = cookie_sid or None
+        self.cookie_sid, self._cookie_generation = split_cookie(cookie)
+        self._generation = 0  # what the client may be told it has seen (a lower bound of the stored one)
         self.accessed = False
         self._data: dict[str, Any] = {}
-        self._tracker = ChangeTracker()
+        self._tracker = ChangeTracker(fingerprint_with(store.serializer))
         self._loaded = False
         self._stored_sid: str | None = None
         self._new = True
@@ -231,7 +255,7 @@ class Session(MutableMapping[str, Any]):
         if sid is None:
             return None
         try:
-            data = self.store.load(sid)
+            loaded = self.store.load_versioned(sid, min_generation=self._cookie_generation)
         except InvalidSessionId:
             log.warning("ignoring a malformed session cookie; starting a fresh session")
             return None
@@ -239,8 +263,10 @@ class Session(MutableMapping[str, Any]):
             # The store has logged the file; never let a bad file become a 500.
             log.warning("refusing a stored session (%s); starting a fresh session", exc)
             return None
-        if data is None:
+        if loaded is None:
             log.debug("the session cookie names no live session; starting a fresh session")
+            return None
+        data, self._generation = loaded
         return data
 
     def _adopt_loaded(self, data: dict[str, Any] | None) -> None:
@@ -410,6 +436,7 @@ class Session(MutableMapping[str, Any]):
         self._rotate_pending = False
         if self._data:
             self._stored_sid = self.store.create(self._data, max_age=self._max_age)
+            self._generation = 1
             self._wrote = True
         self._tracker.reset(self._data)
 
@@ -448,6 +475,7 @@ class Session(MutableMapping[str, Any]):
         if self._stored_sid is None:
             if self._data:
                 self._stored_sid = self.store.create(self._data, max_age=self._max_age)
+                self._generation = 1
                 self._wrote = True
                 self._tracker.reset(self._data)
         else:
@@ -459,6 +487,7 @@ class Session(MutableMapping[str, Any]):
                     self._finish_commit()
                     return
                 self._rotate_pending = False
+                self._generation = 1  # a fresh id starts at generation 1
                 self._wrote = True  # (the store's rotate keeps the data and the idle lifetime)
             if changed:
                 try:
@@ -471,6 +500,7 @@ class Session(MutableMapping[str, Any]):
                     # The view now includes what concurrent requests committed.
                     self._data = merged
                     self._tracker.reset(self._data)
+                    self._generation += 1  # the commit wrote at least one generation past what we read
                     self._wrote = True
         self._finish_commit()
 
@@ -496,6 +526,7 @@ class Session(MutableMapping[str, Any]):
         self.commit()
         if self._stored_sid is None:
             self._stored_sid = self.store.create({}, max_age=self._max_age)
+            self._generation = 1
             self._new = True
         with ExitStack() as stack:
             try:
@@ -503,12 +534,14 @@ class Session(MutableMapping[str, Any]):
             except SessionNotFound:
                 self._vanished({})
                 self._stored_sid = self.store.create({}, max_age=self._max_age)
+                self._generation = 1
                 data = stack.enter_context(self.store.edit(self._stored_sid, max_age=self._max_age))
             yield data
             written = dict(data)
         # Reached only when the block and the write succeeded.
         self._data = written
         self._tracker.reset(self._data)
+        self._generation += 1
         self._wrote = True
 
     def commit_after_response(self) -> None:
@@ -543,12 +576,35 @@ class Session(MutableMapping[str, Any]):
             return None
         sid = self._stored_sid
         if sid is not None:
-            if sid != self.cookie_sid or self._wrote or refresh:
-                return ("set", sid)
+            if sid != self.cookie_sid or self._wrote or refresh or self._generation > self._cookie_generation:
+                return ("set", join_cookie(sid, self._generation))
             return None
         if self.cookie_sid is not None:
             return "clear"
         return None
+
+
+def split_cookie(value: str | None) -> tuple[str | None, int]:
+    """A cookie value ``<id>.<generation>`` (or a bare id) -> (id, generation the client saw; 0 if none).
+
+    The id is not validated here (the store does that); a generation that is
+    not a small number is ignored.
+    """
+    if not value:
+        return None, 0
+    sid, dot, generation = value.partition(".")
+    if dot and sid and generation.isdigit() and len(generation) <= 18:
+        return sid, int(generation)
+    return value, 0  # not ours: the store will refuse it as a malformed id
+
+
+def join_cookie(sid: str, generation: int) -> str:
+    """The cookie value for session *sid* last seen at *generation*.
+
+    The generation lets a load refuse a file rolled back (by someone who can
+    write the store) to a version older than the client already saw.
+    """
+    return f"{sid}.{generation}" if generation > 0 else sid
 
 
 def response_headers(session: Session, policy: CookiePolicy) -> list[tuple[str, str]]:

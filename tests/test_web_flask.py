@@ -14,6 +14,7 @@ from werkzeug.test import TestResponse
 
 from fssession import LockTimeout, SessionStore
 from fssession.flask import FlaskSession, FSSession
+from fssession.websession import split_cookie
 from tests.webhelpers import (
     OTHER_SECRET,
     SECRET,
@@ -52,7 +53,7 @@ def set_cookies(response: TestResponse) -> list[tuple[str, str, dict[str, str]]]
 
 def sid_of(client: FlaskClient) -> str | None:
     cookie = client.get_cookie("session")
-    return cookie.value if cookie else None
+    return split_cookie(cookie.value)[0] if cookie else None
 
 
 def data_of(client: FlaskClient) -> dict[str, Any]:
@@ -133,7 +134,7 @@ def test_login_cookie_attributes(tmp_path: Path) -> None:
     response = client.get("/login?user=alice", base_url="https://localhost")
     [(name, value, attrs)] = set_cookies(response)
     assert name == "session"
-    assert store.load(value) == {"user": "alice"}
+    assert store.load(split_cookie(value)[0]) == {"user": "alice"}
     assert attrs["max-age"] == "600"
     assert {"httponly", "secure"} <= attrs.keys()  # Secure over HTTPS although Flask's own default is off
     assert attrs["samesite"] == "Lax"

@@ -47,9 +47,9 @@ class CountingStore(SessionStore):
         super().__init__(*args, **kwargs)
         self.calls: list[str] = []
 
-    def load(self, sid: str) -> dict[str, Any] | None:
+    def load_versioned(self, sid: str, *, min_generation: int = 0) -> tuple[dict[str, Any], int] | None:
         self.calls.append("load")
-        return super().load(sid)
+        return super().load_versioned(sid, min_generation=min_generation)
 
     def create(self, data: Any = None, *, max_age: int | None = None) -> str:
         self.calls.append("create")
