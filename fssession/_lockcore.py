@@ -31,6 +31,7 @@ from ._fs import Dir, boot_clock
 from ._identity import current_identity, is_dead_here
 from ._markers import COMMITTING, FREE, HELD, UNKNOWN, Marker, free_name, owner_name, parse
 from .errors import LockLost, LockTimeout, StorageError
+from .events import Observer, emit
 from .settings import LockSettings
 
 __all__ = ["NO_MARKER", "Hold", "Watcher", "acquire", "discard", "fence", "judge", "release", "renew"]
@@ -91,6 +92,7 @@ class Hold:
     beat: int = 0
     lost: bool = False
     taken_over: bool = False  # acquired by replacing a stale holder
+    observer: Observer | None = None
 
     @property
     def remaining(self) -> float:
@@ -114,6 +116,7 @@ class _Attempt:
     clock: ServerClock | None
     dir_stamps: bool
     on_empty: Callable[[], Dir | None] | None = None
+    observer: Observer | None = None
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     mine: dict[str, tuple[float, str, bool]] = field(default_factory=dict)  # our names -> (base, value, certain)
     holder: Marker | None = None
@@ -137,6 +140,7 @@ def acquire(
     dir_stamps: bool = False,
     on_empty: Callable[[], Dir | None] | None = None,
     label: str = "",
+    observer: Observer | None = None,
 ) -> Hold:
     """Acquire the lock *prefix* in *directory*; ``LockTimeout`` naming the holder when it stays held.
 
@@ -153,7 +157,7 @@ def acquire(
     delay = settings.poll_interval if poll_interval is None else poll_interval
     start = boot_clock()
     deadline = None if timeout < 0 or timeout == float("inf") else start + timeout
-    state = _Attempt(directory, prefix, settings, clock, dir_stamps, on_empty)
+    state = _Attempt(directory, prefix, settings, clock, dir_stamps, on_empty, observer)
     candidates = list(guesses)
     quick = 0
     holder_text: str | None = None
@@ -161,11 +165,11 @@ def acquire(
         tried = boot_clock()
         hold = _try(state, candidates)
         if hold is not None:
-            return hold
+            return _acquired(state, hold, start)
         if quick or tried - state.listed_at >= _inspect_every(settings):
             outcome = _inspect(state)
             if isinstance(outcome, Hold):
-                return outcome
+                return _acquired(state, outcome, start)
             if outcome is None and quick < _QUICK_RETRIES:
                 # It changed under our eyes (freed, or taken by someone
                 # faster): look again at once rather than back off.
@@ -179,7 +183,8 @@ def acquire(
         if not blocking or (deadline is not None and now >= deadline) or (cancel_check is not None and cancel_check()):
             won = _landed_after_all(state)
             if won is not None:
-                return won
+                return _acquired(state, won, start)
+            emit(observer, "lock_timeout", now - start, holder_text or "")
             raise LockTimeout(label or directory.path(prefix), holder_text, now - start)
         # Exponential backoff with jitter, capped in proportion to what a try
         # costs here: a waiter sleeps 10 to 20 times as long as it spends
@@ -191,6 +196,14 @@ def acquire(
             sleep = min(sleep, max(0.0, deadline - now))
         time.sleep(sleep)
         delay = min(delay * 2, cap)
+
+
+def _acquired(state: _Attempt, hold: Hold, start: float) -> Hold:
+    hold.observer = state.observer
+    if state.observer is not None:
+        waited = boot_clock() - start
+        emit(state.observer, "lock_acquired", waited, "waited" if state.listed_at > float("-inf") else "at once")
+    return hold
 
 
 def _inspect_every(settings: LockSettings) -> float:
@@ -342,6 +355,7 @@ def _take_over(state: _Attempt, stale: Marker) -> Hold | None:
     hold = _rename_to_ours(state, stale.name, stale.value, certain=certain)
     if hold is not None:
         hold.taken_over = True
+        emit(state.observer, "lock_takeover", 0.0, stale.describe())
         log.info("took over lock %s from stale holder %s", state.directory.path(state.prefix), stale.describe())
     return hold
 
@@ -372,6 +386,7 @@ def _move(hold: Hold, target: str, what: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ESTALE):
             hold.lost = True
+            emit(hold.observer, "lock_lost", 0.0, what)
             raise LockLost(f"lock {hold.directory.path(hold.prefix)!r} was taken over before {what}") from exc
         raise StorageError.from_oserror(exc, hold.directory.path(hold.marker)) from exc
 
@@ -407,6 +422,7 @@ def discard(hold: Hold) -> None:
     except OSError as exc:
         hold.lost = True
         if exc.errno in (errno.ENOENT, errno.ESTALE):
+            emit(hold.observer, "lock_lost", 0.0, "removal")
             raise LockLost(f"lock {hold.directory.path(hold.prefix)!r} was taken over before its removal") from exc
         raise StorageError.from_oserror(exc, hold.directory.path(hold.marker)) from exc
     hold.lost = True

@@ -30,6 +30,7 @@ from . import _fs
 from ._fs import Dir, boot_clock
 from ._text import printable
 from .errors import SessionTooLarge, StorageError, TamperedSession
+from .events import Observer, emit
 from .fileformat import HEADER_SIZE, MAC_SIZE, Header, read_header, verify
 from .keys import Keyring
 
@@ -74,8 +75,11 @@ class _Seen:
 class SessionFiles:
     """Reads and writes the session files of one store (the store's file I/O, in one place)."""
 
-    def __init__(self, keyring: Keyring, *, max_size: int, fs_slack: float, retries: int = 4) -> None:
+    def __init__(
+        self, keyring: Keyring, *, max_size: int, fs_slack: float, retries: int = 4, observer: Observer | None = None
+    ) -> None:
         self.keyring = keyring
+        self.observer = observer
         self.limit = max_size + HEADER_SIZE + MAC_SIZE
         self.fs_slack = fs_slack
         self.retries = max(1, retries)
@@ -95,6 +99,7 @@ class SessionFiles:
                 if not retry.missing():
                     self.seen.forget(name)
                     return None
+                emit(self.observer, "load_retry", 0.0, "ENOENT")
                 continue
             except OSError as exc:
                 self._read_error(bucket, name, exc, retry)
@@ -103,9 +108,11 @@ class SessionFiles:
                 header, payload = verify(blob, self.keyring, sid.encode())
             except TamperedSession as exc:
                 if _torn(blob) and retry.torn():
+                    emit(self.observer, "load_retry", 0.0, "torn")
                     bucket.exists(name)  # a fresh lookup: the client drops what it cached of the name
                     continue
                 log.warning("refusing session file %s: %s", bucket.path(name), exc.reason)
+                emit(self.observer, "tampered", 0.0, exc.reason)
                 raise TamperedSession(exc.reason, bucket.path(name)) from None
             self.seen.note(name)
             return Found(header, payload, st.st_mtime)
@@ -122,6 +129,7 @@ class SessionFiles:
             log.warning("refusing session file %s: a symlink", path)
             raise TamperedSession("a symlink where a session file should be", path) from exc
         if exc.errno in _fs.STALE_HANDLE and retry.stale():
+            emit(self.observer, "load_retry", 0.0, "ESTALE")
             if bucket.exists(name) is not True:  # the fresh lookup found nothing yet: give caches a moment
                 time.sleep(retry.pause())
             return

@@ -36,6 +36,7 @@ from ._clock import PROBE_PREFIX, ServerClock
 from ._fs import Dir
 from ._markers import FREE, Marker, parse
 from .errors import StorageError
+from .events import Observer
 from .fileformat import Header
 from .ids import file_name
 from .lock import STAGE_INFIX, MkdirLock
@@ -167,13 +168,21 @@ def successors(value: str) -> Sequence[str]:
 class SessionLock:
     """The lock of one session: markers ``N.*`` in its bucket (built by :meth:`StoreLayout.lock_for`)."""
 
-    __slots__ = ("bucket", "clock", "name", "settings")
+    __slots__ = ("bucket", "clock", "name", "observer", "settings")
 
-    def __init__(self, bucket: Dir, name: str, settings: LockSettings, clock: ServerClock | None) -> None:
+    def __init__(
+        self,
+        bucket: Dir,
+        name: str,
+        settings: LockSettings,
+        clock: ServerClock | None,
+        observer: Observer | None = None,
+    ) -> None:
         self.bucket = bucket
         self.name = name
         self.settings = settings
         self.clock = clock
+        self.observer = observer
 
     @property
     def prefix(self) -> str:
@@ -192,6 +201,7 @@ class SessionLock:
             blocking=blocking,
             clock=self.clock if self.settings.server_clock else None,
             label=self.bucket.path(self.prefix + "lock"),
+            observer=self.observer,
         )
 
     def markers(self) -> list[Marker]:
@@ -351,9 +361,9 @@ class StoreLayout:
             found.close()
 
     # ---------------------------------------------------------- locks
-    def lock_for(self, name: str, *, create_bucket: bool = False) -> SessionLock:
+    def lock_for(self, name: str, *, create_bucket: bool = False, observer: Observer | None = None) -> SessionLock:
         """The lock of the session stored as *name* (the only way the store builds one)."""
-        return SessionLock(self.bucket(name, create=create_bucket), name, self.lock_settings, self.clock)
+        return SessionLock(self.bucket(name, create=create_bucket), name, self.lock_settings, self.clock, observer)
 
     def root_lock(self, name: str, settings: LockSettings | None = None) -> MkdirLock:
         """An MkdirLock in the store's root (the reaper's, the naming key's), with the store's mode."""

@@ -37,6 +37,7 @@ from ._markers import FREE, Marker
 from ._privileges import run_as_owner
 from ._text import printable
 from .errors import LockLost, LockTimeout, SessionError, StorageError, TamperedSession
+from .events import Observer, emit
 from .fileformat import HEADER_SIZE, read_header
 from .layout import (
     BUCKETS,
@@ -133,6 +134,7 @@ def reap(
     progress: Callable[[ReapStats, int], None] | None = None,
     coordinate: bool = True,
     allow_root: bool = False,
+    observer: Observer | None = None,
     lease: float | None = None,
     fs_slack: float | None = None,
     **options: Any,
@@ -145,7 +147,8 @@ def reap(
     :class:`StorageError` if *path* is not a usable store; a problem with a
     single file is counted in the stats instead.  Run as root on a store
     others can write, it works in a child process that switched to the
-    store's owner (``allow_root`` to skip that).  ``coordinate=False``
+    store's owner (``allow_root`` to skip that).  *observer* is told
+    ``reap_run`` with the counts (:mod:`fssession.events`).  ``coordinate=False``
     skips the store-wide reaper lock (tests prove overlap is safe with it).
     """
     if settings is None:
@@ -156,10 +159,14 @@ def reap(
     layout = _open_store(path)
     try:
         if allow_root:
-            return _Reaper(layout, settings, now, progress, coordinate).run()
-        return run_as_owner(layout.root.fd, lambda: _Reaper(layout, settings, now, progress, coordinate).run())
+            stats = _Reaper(layout, settings, now, progress, coordinate).run()
+        else:
+            stats = run_as_owner(layout.root.fd, lambda: _Reaper(layout, settings, now, progress, coordinate).run())
     finally:
         layout.close()
+    counts = {name: float(getattr(stats, name)) for name in _COUNTS}
+    emit(observer, "reap_run", stats.elapsed, "busy" if stats.busy else "", **counts)
+    return stats
 
 
 def _open_store(path: str | os.PathLike[str]) -> StoreLayout:

@@ -30,6 +30,7 @@ from ._identity import process_umask
 from ._markers import TARGET, UNKNOWN, free_name
 from ._sessionfile import Found, SessionFiles
 from .errors import LockLost, SessionNotFound, SessionTooLarge, StorageError, TamperedSession
+from .events import Observer, emit
 from .fileformat import Header, encode
 from .ids import new_session_id
 from .keys import Keyring
@@ -56,7 +57,8 @@ class SessionStore:
     ``absolute_max_age``, ``lock_timeout``, ``lease``, ``max_lease``,
     ``fs_slack``, ``max_size``, ``durable``, ``file_mode``, ``dir_mode``,
     ``serializer``, ...), or pass ``settings=``.  *clock* replaces the file
-    server's clock (tests, simulations).
+    server's clock (tests, simulations).  *on_event* observes what happens
+    inside (lock waits, take-overs, stale reads...: :mod:`fssession.events`).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class SessionStore:
         settings: StoreSettings | None = None,
         clock: Callable[[], float] | None = None,
         load_retries: int = 4,
+        on_event: Observer | None = None,
         **options: Any,
     ) -> None:
         self.settings = settings if settings is not None else StoreSettings.from_keywords(**options)
@@ -78,7 +81,10 @@ class SessionStore:
         self.layout = StoreLayout(path, create=True, dir_mode=s.dir_mode, file_mode=s.file_mode, lock=s.lock)
         self.root = Path(path)
         self._clock = clock
-        self.files = SessionFiles(self.keyring, max_size=s.max_size, fs_slack=s.lock.fs_slack, retries=load_retries)
+        self.observer = on_event
+        self.files = SessionFiles(
+            self.keyring, max_size=s.max_size, fs_slack=s.lock.fs_slack, retries=load_retries, observer=on_event
+        )
         # The umask would take away what file_mode grants (a group-shared store).
         self._chmod = bool(s.file_mode & process_umask())
         self._editing = threading.local()
@@ -176,6 +182,7 @@ class SessionStore:
             if found is None or found.header.generation >= wanted:
                 return found
         log.warning("session file %s was rolled back (generation older than its client saw)", name)
+        emit(self.observer, "rollback_refused")
         raise TamperedSession(f"rolled back: generation older than the client's {wanted}", name)
 
     def exists(self, sid: str) -> bool:
@@ -257,7 +264,7 @@ class SessionStore:
     # ------------------------------------------------------------ the lock
     def _hold(self, name: str, sid: str, found: Found) -> tuple[_lockcore.Hold, Found]:
         """Acquire the session's lock; returns the hold and the committed version (read again if needed)."""
-        lock = self.layout.lock_for(name)
+        lock = self.layout.lock_for(name, observer=self.observer)
         h = found.header
         guess = header_value(h)
         try:
@@ -305,6 +312,7 @@ class SessionStore:
                     name,
                 )
             log.debug("stale read of %s (generation %d < %d): reading again", name, again.header.generation, wanted)
+            emit(self.observer, "stale_read")
             if listed:
                 time.sleep(0.01)
             else:
@@ -445,7 +453,7 @@ class SessionStore:
             return False
         guesses = [header_value(header)] if header else []
         try:
-            hold = self.layout.lock_for(name).acquire(guesses, self.settings.lock_timeout)
+            hold = self.layout.lock_for(name, observer=self.observer).acquire(guesses, self.settings.lock_timeout)
         except _lockcore.NoMarker:
             return self._unlink(bucket, name)  # no lock to respect (a crash or tampering left none)
         try:
@@ -513,7 +521,7 @@ class SessionStore:
         from .settings import ReapSettings
 
         settings = ReapSettings(grace=grace, dry_run=dry_run, max_seconds=max_seconds, lock=self.settings.lock)
-        return reap(self.layout.path, settings, now=self._clock)
+        return reap(self.layout.path, settings, now=self._clock, observer=self.observer)
 
     def close(self) -> None:
         """Close the directory descriptors this store holds (it is unusable afterwards)."""
