@@ -5,7 +5,7 @@ Layout (big-endian)::
     offset size  field
     0      4     magic  b"FSSN"
     4      1     format version (2)
-    5      1     flags (bit 0: sealed, the payload is encrypted)
+    5      1     flags (bit 0: sealed, the payload is encrypted: sealing.py)
     6      1     serializer id (see serializers.py)
     7      1     reserved (0)
     8      4     key hint: which configured key signed (keys.py; depends on the session id)
@@ -32,6 +32,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 
+from . import sealing
 from .errors import TamperedSession
 from .keys import DerivedKey, Keyring
 
@@ -84,16 +85,18 @@ def _mac(key: DerivedKey, sid: bytes, body: bytes | memoryview) -> bytes:
     return mac.digest()
 
 
-def encode(payload: bytes, keyring: Keyring, sid: bytes, header: Header) -> bytes:
-    """Sign *payload* (already serialized, or sealed) under *header* for session *sid*.
+def encode(payload: bytes, keyring: Keyring, sid: bytes, header: Header, *, sealed: bool = False) -> bytes:
+    """Sign (and with *sealed*, encrypt) *payload*, already serialized, under *header* for session *sid*.
 
-    The header's ``payload_length`` and ``hint`` are filled in here.
+    The header's ``payload_length``, ``hint`` and sealed flag are filled in here.
     """
     key = keyring.signing
+    flags = (header.flags | FLAG_SEALED) if sealed else (header.flags & ~FLAG_SEALED)
+    length = len(payload) + (sealing.OVERHEAD if sealed else 0)
     packed = _HEADER.pack(
         MAGIC,
         VERSION,
-        header.flags,
+        flags,
         header.serializer,
         key.hint_for(sid),
         header.generation,
@@ -101,8 +104,10 @@ def encode(payload: bytes, keyring: Keyring, sid: bytes, header: Header) -> byte
         header.expires_at,
         header.idle_timeout,
         header.owner_tag,
-        len(payload),
+        length,
     )
+    if sealed:
+        payload = sealing.seal(payload, key.seal, _DOMAIN + sid + b"\0" + packed)
     body = packed + payload
     return body + _mac(key, sid, body)
 
@@ -125,7 +130,8 @@ def verify(blob: bytes, keyring: Keyring, sid: bytes) -> tuple[Header, bytes]:
     """Check *blob* is session *sid*'s file, signed by a configured key; returns (header, payload).
 
     :class:`TamperedSession` if anything is off.  The MAC is compared in
-    constant time; nothing of the payload is interpreted before.
+    constant time; nothing of the payload is interpreted before.  A sealed
+    payload is decrypted with the seal key of the secret that signed it.
     """
     header = read_header(blob)
     if len(blob) != header.total_length:
@@ -134,5 +140,8 @@ def verify(blob: bytes, keyring: Keyring, sid: bytes) -> tuple[Header, bytes]:
     mac = blob[-MAC_SIZE:]
     for key in keyring.candidates(header.hint, sid):
         if hmac.compare_digest(_mac(key, sid, body), mac):
-            return header, blob[HEADER_SIZE:-MAC_SIZE]
+            payload = blob[HEADER_SIZE:-MAC_SIZE]
+            if header.flags & FLAG_SEALED:
+                payload = sealing.unseal(payload, key.seal, _DOMAIN + sid + b"\0" + blob[:HEADER_SIZE])
+            return header, payload
     raise TamperedSession("session file does not verify (another session's file, a foreign key, or altered)")

@@ -120,6 +120,8 @@ class StoreSettings:
       (``"pickle"``, ``"json"``, ``"msgpack"``).
     * ``touch_interval``: a load refreshes a session's last-use time only when
       it is older than this (default ``max_age/20``, at most a minute).
+    * ``encrypt``: seal new writes with AES-256-GCM (``sealing.py``; needs the
+      ``sealed`` extra); sealed files are read whatever this says.
     """
 
     max_age: int = 1800
@@ -132,6 +134,7 @@ class StoreSettings:
     dir_mode: int = 0o700
     serializer: Any = "pickle"
     touch_interval: float | None = None
+    encrypt: bool = False
 
     def __post_init__(self) -> None:
         _positive("max_age", self.max_age)

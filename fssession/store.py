@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _lockcore
+from . import _lockcore, sealing
 from ._fs import Dir
 from ._identity import process_umask
 from ._markers import TARGET, UNKNOWN, free_name
@@ -78,6 +78,8 @@ class SessionStore:
         s = self.settings
         self.keyring = Keyring(secret_key)
         self.serializer: Serializer = get_serializer(s.serializer)
+        if s.encrypt:
+            sealing.require_cipher()  # fail at start-up, not at the first login
         self.layout = StoreLayout(path, create=True, dir_mode=s.dir_mode, file_mode=s.file_mode, lock=s.lock)
         self.root = Path(path)
         self._clock = clock
@@ -204,7 +206,7 @@ class SessionStore:
         if len(payload) > self.settings.max_size:
             raise SessionTooLarge(f"session of {len(payload)} bytes exceeds max_size={self.settings.max_size}")
         header = dataclasses.replace(header, payload_length=len(payload), serializer=self.serializer.id)
-        return encode(payload, self.keyring, sid.encode(), header)
+        return encode(payload, self.keyring, sid.encode(), header, sealed=self.settings.encrypt)
 
     def _times(self) -> tuple[float, float] | None:
         # An injected clock is not the server's: stamp writes with it before
