@@ -298,8 +298,13 @@ class Dir:
         """Remove the empty directory *name* (``ENOTDIR`` if it is a symlink: nothing is followed)."""
         os.rmdir(_check_name(name), dir_fd=self.fd)
 
-    def utime(self, name: str, times: tuple[float, float]) -> None:
-        """Set atime and mtime of *name* itself (a symlink's own, never its target's)."""
+    def utime(self, name: str, times: tuple[float, float] | None = None) -> None:
+        """Set atime and mtime of *name* itself (a symlink's own, never its target's).
+
+        ``None`` stamps the current time, which the file server takes from
+        its own clock, and which needs only write permission (explicit times
+        need ownership: a group-shared store's other users could not).
+        """
         os.utime(_check_name(name), times, dir_fd=self.fd, follow_symlinks=False)
 
     def fsync(self) -> None:

@@ -55,6 +55,7 @@ try:
     )
     from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
     from django.core.signals import setting_changed  # type: ignore[import-untyped]
+    from django.db.models.signals import pre_save  # type: ignore[import-untyped]
     from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 except ModuleNotFoundError as exc:  # say which extra brings it, not just which module is missing
     raise ModuleNotFoundError(
@@ -139,6 +140,33 @@ def django_serializer(dotted: str) -> Serializer:
         raise ImproperlyConfigured(f"fssession.django: SESSION_SERIALIZER {dotted!r} cannot be used: {exc}") from exc
 
 
+_AUTH_USER_KEY = "_auth_user_id"  # django.contrib.auth.SESSION_KEY, without importing auth here
+
+
+def _on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """At login, make sure the session is saved with its owner (Django's login() already sets the user id)."""
+    session = getattr(request, "session", None)
+    if isinstance(session, SessionStore):
+        session.modified = True
+
+
+def _on_user_save(sender: Any, instance: Any, raw: bool = False, update_fields: Any = None, **kwargs: Any) -> None:
+    """A user's password changed: end all their sessions (Django then cycles the current one into a new one)."""
+    try:
+        from django.contrib.auth import get_user_model  # type: ignore[import-untyped]
+
+        user_model = get_user_model()
+    except Exception:
+        return  # django.contrib.auth is not installed: nothing to follow
+    if raw or sender is not user_model or instance.pk is None:
+        return
+    if update_fields is not None and "password" not in update_fields:
+        return
+    old = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True).first()
+    if old is not None and old != instance.password and getattr(settings, "FSSESSION_PATH", None):
+        get_store().end_sessions(str(instance.pk))
+
+
 def _forget_stores(**kwargs: Any) -> None:
     # Tests change settings on the fly (override_settings): rebuild on next use.
     with _stores_lock:
@@ -146,6 +174,13 @@ def _forget_stores(**kwargs: Any) -> None:
 
 
 setting_changed.connect(_forget_stores, dispatch_uid="fssession.django.forget_stores")
+pre_save.connect(_on_user_save, dispatch_uid="fssession.django.password_change")
+try:
+    from django.contrib.auth.signals import user_logged_in  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - django.contrib.auth is optional
+    pass
+else:
+    user_logged_in.connect(_on_login, dispatch_uid="fssession.django.login")
 
 
 class SessionStore(SessionBase):  # type: ignore[misc]
@@ -284,7 +319,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if idle <= 0:
             self._expire_now()
             return
-        self._session_key = self.store.create(data, max_age=idle)
+        self._session_key = self.store.create(data, max_age=idle, owner=self._owner_of(data))
         self._tracker.reset(data)
         self._replace_all = False
         self.modified = True
@@ -305,7 +340,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                 # Nothing changed (SESSION_SAVE_EVERY_REQUEST): only keep it alive.
                 self.store.touch(self.session_key)
                 return
-            with self.store.edit(self.session_key, max_age=idle) as stored:
+            with self.store.edit(self.session_key, max_age=idle, owner=self._owner_of(data)) as stored:
                 if self._replace_all:
                     stored.clear()
                     stored.update(data)
@@ -319,6 +354,18 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         data.update(merged)
         self._tracker.reset(data)
         self._replace_all = False
+
+    def _owner_of(self, data: Mapping[str, Any]) -> str | None:
+        """The session's owner for "log out everywhere": the logged-in user's id (django.contrib.auth's key)."""
+        user_id = data.get(_AUTH_USER_KEY)
+        return None if user_id is None else str(user_id)
+
+    def end_other_sessions(self) -> int:
+        """End every other session of this session's user ("sign out other devices"); returns how many."""
+        owner = self._owner_of(self._get_session())
+        if owner is None:
+            return 0
+        return self.store.end_sessions(owner, keep=self.session_key)
 
     def delete(self, session_key: str | None = None) -> None:
         """Delete the session (this one's, by default)."""

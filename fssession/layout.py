@@ -8,6 +8,7 @@
     PATH/.fssession-clock-<hex>         a server-clock probe
     PATH/<name>.stage-<32 hex>/         an MkdirLock's stage (litter when old)
     PATH/.fssession-doctor-<16 hex>/    a doctor's work directory
+    PATH/.fssession-owners/ab/<tag>/<N> the owner index (owners.py)
     PATH/ab/                            256 buckets, never removed
     PATH/ab/N                           a session file (N: 64 hex, a keyed hash of the id)
     PATH/ab/N.f,... N.o,... N.c,...     its lock marker (see _markers.py)
@@ -60,6 +61,7 @@ NAMING_KEY_FILE = ".fssession-naming-key"
 REAPER_LOCK = ".fssession-reaper.lock"
 CURSOR_FILE = ".fssession-reaper-cursor"
 DOCTOR_PREFIX = ".fssession-doctor-"
+OWNERS_DIR = ".fssession-owners"
 TMP_INFIX = ".tmp-"
 NAME_LENGTH = 64
 BUCKETS = tuple(f"{i:02x}" for i in range(256))
@@ -83,6 +85,7 @@ class Kind(enum.Enum):
     CLOCK_PROBE = "clock probe"
     STAGE = "lock stage"
     DOCTOR = "doctor work directory"
+    OWNERS = "owner index"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,12 @@ def classify_root(name: str) -> Kind:
     """What the root entry *name* is."""
     if name in BUCKETS:
         return Kind.BUCKET
-    fixed = {NAMING_KEY_FILE: Kind.NAMING_KEY, REAPER_LOCK: Kind.REAPER_LOCK, CURSOR_FILE: Kind.CURSOR}
+    fixed = {
+        NAMING_KEY_FILE: Kind.NAMING_KEY,
+        REAPER_LOCK: Kind.REAPER_LOCK,
+        CURSOR_FILE: Kind.CURSOR,
+        OWNERS_DIR: Kind.OWNERS,
+    }
     if name in fixed:
         return fixed[name]
     if name.startswith(PROBE_PREFIX):
@@ -227,9 +235,12 @@ class StoreLayout:
         file_mode: int | None = None,
         lock: LockSettings | None = None,
         need_key: bool = True,
+        root: Dir | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self.root = self._open_root(create, dir_mode)
+        # *root*: the store's root already opened by the caller (the CLI opens
+        # it once, switches users, and must not walk the path again).
+        self.root = root if root is not None else self._open_root(create, dir_mode)
         root_mode = stat.S_IMODE(self.root.stat().st_mode)
         # A tool that was not told the store's modes (the reaper, stats) uses
         # the root's: a group-shared store stays group-shared.

@@ -52,6 +52,7 @@ from .layout import (
     parse_session_value,
 )
 from .lock import read_owner, remove_stages
+from .owners import prune as prune_owners
 from .settings import LockSettings, ReapSettings
 
 __all__ = ["ReapStats", "reap"]
@@ -79,6 +80,7 @@ class ReapStats:
     orphans: int = 0  # lock markers without a session (crash between steps), removed
     litter: int = 0  # abandoned lock stages and clock probes
     nfs_pending: int = 0  # NFS silly-renamed files: still open somewhere, left alone
+    owner_entries: int = 0  # owner-index entries whose session was gone, pruned
     garbage: int = 0  # not ours or not readable as a session: reported, left alone
     errors: int = 0
     problems: list[str] = field(default_factory=list)
@@ -101,8 +103,10 @@ class ReapStats:
 
     def summary(self) -> str:
         """One line for a log or a terminal."""
+        if self.busy and self.errors:
+            return f"{printable(self.path)}: nothing done: the reaper's lock is wedged ({self.errors} errors, listed)"
         if self.busy:
-            return f"{self.path}: another reaper is running; nothing done"
+            return f"{printable(self.path)}: another reaper is running; nothing done"
         verb = "would remove" if self.dry_run else "removed"
         state = "complete" if self.complete else f"stopped after {self.directories} buckets (resumes next run)"
         if self.taken_over:
@@ -111,7 +115,8 @@ class ReapStats:
             f"{printable(self.path)}: {verb} {self.removed} of {self.expired} expired sessions "
             f"({self.sessions_seen} seen, {self.in_use} in use), {self.stale_locks} stale locks, "
             f"{self.temp_files} temp files, {self.orphans} orphaned markers, {self.litter} lock litter, "
-            f"{self.nfs_pending} NFS files still open; {self.garbage} foreign or unreadable files left alone, "
+            f"{self.nfs_pending} NFS files still open, {self.owner_entries} owner entries pruned; "
+            f"{self.garbage} foreign or unreadable files left alone, "
             f"{self.errors} errors; {state}, {self.elapsed:.1f} s"
         )
 
@@ -122,7 +127,7 @@ class ReapStats:
 
 _COUNTS = (
     "directories", "sessions_seen", "expired", "removed", "in_use", "stale_locks", "temp_files",
-    "orphans", "litter", "nfs_pending", "garbage", "errors",
+    "orphans", "litter", "nfs_pending", "owner_entries", "garbage", "errors",
 )  # fmt: skip
 
 
@@ -311,8 +316,18 @@ class _Reaper:
             self.stats.litter += remove_stages(root, now, max(self.settings.lock.lease, _PROBE_AGE))
             for name in root.listdir():
                 self._root_entry(root, name, now)
+            self.stats.owner_entries += prune_owners(root, self._session_exists, now, self.settings.grace)
         except OSError as exc:
             self.stats.note("error", root.label, exc)
+
+    def _session_exists(self, name: str) -> bool | None:
+        try:
+            with self.layout.root.opendir(name[:2]) as bucket:
+                return bucket.exists(name)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
 
     def _root_entry(self, root: Dir, name: str, now: float) -> None:
         kind = classify_root(name)

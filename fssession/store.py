@@ -1,14 +1,10 @@
 """SessionStore: signed sessions in a shared directory; lock-free loads, locked edits.
 
-Where things are: ``layout.py``; the file format: ``fileformat.py``; the
-lock: ``_lockcore.py``; reading and writing one file: ``_sessionfile.py``.
-NOTES.md ("The session store") gives each operation's steps and why they
-are safe.  In short, an edit reads the file, then takes the session's lock
-by renaming the free marker its header implies: success proves the version
-read is the committed one.  Otherwise the lock's free marker says which
-generation was committed last, and the file is read until it shows it (a
-GlusterFS client can serve the previous version for a second, even to a
-lock holder).
+The public methods are here; the machinery under them (reading, writing,
+holding a session's lock) is in ``_storecore.py``; where things are:
+``layout.py``; the file format: ``fileformat.py``; the owner index (log out
+everywhere): ``owners.py``.  NOTES.md ("The session store") gives each
+operation's steps and why they are safe.
 """
 
 from __future__ import annotations
@@ -25,16 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _lockcore, sealing
-from ._fs import Dir
 from ._identity import process_umask
-from ._markers import TARGET, UNKNOWN, free_name
-from ._sessionfile import Found, SessionFiles
-from .errors import LockLost, SessionNotFound, SessionTooLarge, StorageError, TamperedSession
-from .events import Observer, emit
-from .fileformat import Header, encode
+from ._sessionfile import SessionFiles
+from ._storecore import StoreCore
+from .errors import SessionNotFound, StorageError, TamperedSession
+from .events import Observer
+from .fileformat import NO_OWNER, Header
 from .ids import new_session_id
 from .keys import Keyring
-from .layout import StoreLayout, header_value, parse_session_value, session_value, successors
+from .layout import StoreLayout, header_value
+from .owners import OwnerIndex, SessionInfo
 from .serializers import Serializer, get_serializer
 from .settings import StoreSettings
 
@@ -48,7 +44,7 @@ log = logging.getLogger("fssession.store")
 _DEFAULT: Any = object()
 
 
-class SessionStore:
+class SessionStore(StoreCore):
     """Sessions kept as signed files in a directory shared by every web node.
 
     ``load`` takes no lock; ``edit``, ``delete`` and ``rotate`` hold the
@@ -87,6 +83,7 @@ class SessionStore:
         self.files = SessionFiles(
             self.keyring, max_size=s.max_size, fs_slack=s.lock.fs_slack, retries=load_retries, observer=on_event
         )
+        self.owners = OwnerIndex(self.layout.root, self.layout.naming_key, s.dir_mode)
         # The umask would take away what file_mode grants (a group-shared store).
         self._chmod = bool(s.file_mode & process_umask())
         self._editing = threading.local()
@@ -112,37 +109,7 @@ class SessionStore:
         """A load refreshes a session's last-use time only when it is older than this."""
         return self.settings.touch_interval or 0.0
 
-    def now(self) -> float:
-        """The current time on the file server's clock (estimated; refreshed every minute)."""
-        return self._clock() if self._clock is not None else self.layout.clock()
-
     # ------------------------------------------------------------ reading
-    def _bucket(self, name: str) -> Dir | None:
-        try:
-            return self.layout.bucket(name)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError.from_oserror(exc, self.layout.path) from exc
-
-    def _read(self, name: str, sid: str) -> Found | None:
-        bucket = self._bucket(name)
-        return None if bucket is None else self.files.read(bucket, name, sid)
-
-    def _live(self, found: Found | None) -> Found | None:
-        if found is None or found.header.expired(self.now(), found.mtime):
-            return None
-        return found
-
-    def _decode(self, found: Found, name: str) -> dict[str, Any]:
-        try:
-            data = get_serializer(found.header.serializer).loads(found.payload)
-        except Exception as exc:  # signed by a key holder yet unreadable: never trust it
-            raise TamperedSession(f"signed payload does not decode ({type(exc).__name__})", name) from exc
-        if not isinstance(data, dict):
-            raise TamperedSession("signed payload is not a dict", name)
-        return data
-
     def load(self, sid: str, *, min_generation: int = 0) -> dict[str, Any] | None:
         """The session's data, or None if it does not exist or expired.  Takes no lock.
 
@@ -174,191 +141,43 @@ class SessionStore:
             self._touch(name, now, strict=False)
         return self._decode(found, name), found.header.generation
 
-    def _check_rollback(self, name: str, sid: str, wanted: int) -> Found | None:
-        """An older generation than the client saw: a stale cache, or a rollback.  Decide by reading again."""
-        deadline = time.monotonic() + 2 * self.settings.lock.fs_slack + 0.1
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
-            self._list_quietly(name)
-            found = self._live(self._read(name, sid))
-            if found is None or found.header.generation >= wanted:
-                return found
-        log.warning("session file %s was rolled back (generation older than its client saw)", name)
-        emit(self.observer, "rollback_refused")
-        raise TamperedSession(f"rolled back: generation older than the client's {wanted}", name)
-
     def exists(self, sid: str) -> bool:
         """Whether the session exists and has not expired (verifies it; takes no lock, does not touch it)."""
         return self._live(self._read(self.layout.name_for(sid), sid)) is not None
 
-    def _read_live(self, name: str, sid: str) -> Found:
-        found = self._live(self._read(name, sid))
-        if found is None:
-            raise SessionNotFound(sid)
-        return found
-
-    # ------------------------------------------------------------ writing
-    def _encode(self, data: Mapping[str, Any], sid: str, header: Header) -> bytes:
-        try:
-            payload = self.serializer.dumps(dict(data))
-        except Exception as exc:
-            raise TypeError(f"session data cannot be stored with the {self.serializer.name} serializer: {exc}") from exc
-        if len(payload) > self.settings.max_size:
-            raise SessionTooLarge(f"session of {len(payload)} bytes exceeds max_size={self.settings.max_size}")
-        header = dataclasses.replace(header, payload_length=len(payload), serializer=self.serializer.id)
-        return encode(payload, self.keyring, sid.encode(), header, sealed=self.settings.encrypt)
-
-    def _times(self) -> tuple[float, float] | None:
-        # An injected clock is not the server's: stamp writes with it before
-        # they become visible, so no reader ever sees another time.
-        if self._clock is None:
-            return None
-        now = self._clock()
-        return (now, now)
-
-    def _write_temp(self, bucket: Dir, name: str, blob: bytes) -> str:
-        s = self.settings
-        return self.files.write_temp(
-            bucket, name, blob, mode=s.file_mode, chmod=self._chmod, times=self._times(), durable=s.durable
-        )
-
-    def _idle(self, max_age: int | None, default: int) -> int:
-        if max_age is None:
-            return default
-        if max_age <= 0:
-            raise ValueError("max_age must be positive")
-        return int(max_age)
-
-    def create(self, data: Mapping[str, Any] | None = None, *, max_age: int | None = None) -> str:
+    def create(
+        self, data: Mapping[str, Any] | None = None, *, max_age: int | None = None, owner: str | None = None
+    ) -> str:
         """Store a new session and return its fresh id.
 
         *max_age* overrides the store's idle lifetime for this session (kept
-        in the file, so the reaper honours it without being told).
+        in the file, so the reaper honours it without being told).  *owner*
+        (a user id) lists it under that owner, for :meth:`sessions_of` and
+        :meth:`end_sessions`.
         """
         sid = new_session_id()
         name = self.layout.name_for(sid)
         now = self.now()
         absolute = self.settings.absolute_max_age
-        header = Header(1, now, now + absolute if absolute else 0.0, self._idle(max_age, self.max_age), 0)
+        tag = self.owners.tag(owner) if owner is not None else NO_OWNER
+        header = Header(
+            1, now, now + absolute if absolute else 0.0, self._idle(max_age, self.max_age), 0, owner_tag=tag
+        )
         blob = self._encode(data or {}, sid, header)
+        if owner is not None:
+            self.owners.add(tag, name)  # the entry first: a live session is never missing from the index
         self._publish_new(name, blob, header)
+        self._still_listed(tag, name)
         return sid
 
-    def _publish_new(self, name: str, blob: bytes, header: Header) -> None:
-        """Temp file, free marker, rename: the marker exists before the file does."""
-        try:
-            bucket = self.layout.bucket(name, create=True)
-        except OSError as exc:
-            raise StorageError.from_oserror(exc, self.layout.path) from exc
-        tmp = self._write_temp(bucket, name, blob)
-        marker = free_name(name + ".", session_value(1, header.idle_timeout, header.expires_at))
-        try:
-            bucket.symlink(TARGET, marker)
-        except OSError as exc:
-            bucket.unlink_quietly(tmp)
-            raise StorageError.from_oserror(exc, bucket.path(marker)) from exc
-        try:
-            self.files.commit(bucket, tmp, name, durable=self.settings.durable)
-        except BaseException:
-            bucket.unlink_quietly(marker)
-            raise
+    def _still_listed(self, tag: bytes, name: str) -> None:
+        """After a session appeared: if end_sessions removed its entry meanwhile, it was ended: remove it."""
+        if tag != NO_OWNER and not self.owners.has(tag, name):
+            log.info("a session was ended by end_sessions() while it was being made; removing it")
+            self._delete_name(name)
 
-    # ------------------------------------------------------------ the lock
-    def _hold(self, name: str, sid: str, found: Found) -> tuple[_lockcore.Hold, Found]:
-        """Acquire the session's lock; returns the hold and the committed version (read again if needed)."""
-        lock = self.layout.lock_for(name, observer=self.observer)
-        h = found.header
-        guess = header_value(h)
-        try:
-            hold = lock.acquire([guess, *successors(guess)[1:]], self.settings.lock_timeout)
-        except _lockcore.NoMarker:
-            if self._read(name, sid) is None:
-                raise SessionNotFound(sid) from None
-            raise StorageError(
-                errno.EIO,
-                "the session has no lock marker (removed by someone who can write the store?)",
-                lock.bucket.path(name),
-            ) from None
-        try:
-            return hold, self._committed(name, sid, hold, found, guess)
-        except BaseException:
-            self._abandon(hold, name)
-            raise
-
-    def _committed(self, name: str, sid: str, hold: _lockcore.Hold, found: Found, guess: str) -> Found:
-        """Under the lock: the version the lock's value says was committed last."""
-        if hold.value == guess:
-            return found  # the guess proved the version read is the committed one
-        parsed = parse_session_value(hold.value) if hold.certain else None
-        if parsed is None:
-            # Taken over from a holder that may or may not have committed:
-            # wait out client caches, then whatever is read is current.
-            time.sleep(self.settings.lock.fs_slack)
-            again = self._read(name, sid)
-            if again is None:
-                raise SessionNotFound(sid)
-            return self._require_live(again, sid)
-        wanted = parsed[0]
-        deadline = time.monotonic() + 2 * self.settings.lock.fs_slack + 0.1
-        listed = False
-        while True:
-            again = self._read(name, sid)
-            if again is None:
-                raise SessionNotFound(sid)
-            if again.header.generation >= wanted:
-                return self._require_live(again, sid)
-            if time.monotonic() > deadline:
-                raise StorageError(
-                    errno.ESTALE,
-                    f"still reading generation {again.header.generation} of a session at generation {wanted}",
-                    name,
-                )
-            log.debug("stale read of %s (generation %d < %d): reading again", name, again.header.generation, wanted)
-            emit(self.observer, "stale_read")
-            if listed:
-                time.sleep(0.01)
-            else:
-                # The client resolved the name through its cached entry for the
-                # version another host replaced; a listing refreshes the entries
-                # (READDIRPLUS on FUSE) so the next read gets the current one.
-                self._list_quietly(name)
-                listed = True
-
-    def _require_live(self, found: Found, sid: str) -> Found:
-        if found.header.expired(self.now(), found.mtime):
-            raise SessionNotFound(sid)
-        return found
-
-    def _list_quietly(self, name: str) -> None:
-        bucket = self._bucket(name)
-        if bucket is not None:
-            try:
-                bucket.listdir()
-            except OSError as exc:
-                log.debug("could not list %s: %s", bucket.label, exc)
-
-    def _abandon(self, hold: _lockcore.Hold, name: str, value: str | None = None) -> None:
-        """Give the lock back after a failure; the data was not changed (or the session is gone)."""
-        if hold.lost:
-            return
-        if value is None and not hold.certain:
-            # What was committed last is not known (we took over from a holder
-            # that was committing): pass that on, never a guess.
-            value = UNKNOWN
-        try:
-            _lockcore.release(hold, value if value is not None else hold.value)
-        except LockLost:
-            log.warning("lock of %s was taken over before it could be given back", name)
-
-    def _discard(self, hold: _lockcore.Hold, name: str) -> None:
-        try:
-            _lockcore.discard(hold)
-        except LockLost:
-            log.warning("lock of %s was taken over before its removal", name)
-
-    # ------------------------------------------------------------ edit
     @contextmanager
-    def edit(self, sid: str, *, max_age: int | None = None) -> Iterator[dict[str, Any]]:
+    def edit(self, sid: str, *, max_age: int | None = None, owner: str | None = None) -> Iterator[dict[str, Any]]:
         """Locked read-modify-write: yields the data; written on clean exit, not if the block raises.
 
         The lock is held only inside the block, and the data yielded is the
@@ -366,7 +185,8 @@ class SessionStore:
         lock is renewed by an exact-name rename (the *fence*), which fails
         with :class:`LockLost` (nothing written) if another holder took it
         over.  :class:`SessionNotFound` if the session is missing or expired.
-        *max_age* sets a new idle lifetime for the session.
+        *max_age* sets a new idle lifetime for the session; *owner* gives it
+        an owner (at login), listed for :meth:`end_sessions`.
         """
         name = self.layout.name_for(sid)
         editing: set[str] = self._editing.__dict__.setdefault("names", set())
@@ -381,36 +201,23 @@ class SessionStore:
             data = self._decode(found, name)
             yield data
             old = found.header
+            tag = self.owners.tag(owner) if owner is not None else old.owner_tag
             header = dataclasses.replace(
-                old, generation=old.generation + 1, idle_timeout=self._idle(max_age, old.idle_timeout)
+                old, generation=old.generation + 1, idle_timeout=self._idle(max_age, old.idle_timeout), owner_tag=tag
             )
             blob = self._encode(data, sid, header)
+            if tag != old.owner_tag:
+                self.owners.add(tag, name)
             self._commit(hold, name, blob, header)
             committed = True
         finally:
             editing.discard(name)
             if not committed:
                 self._abandon(hold, name, header_value(found.header))
+        if tag != old.owner_tag:
+            self.owners.remove(old.owner_tag, name)
+            self._still_listed(tag, name)
 
-    def _commit(self, hold: _lockcore.Hold, name: str, blob: bytes, header: Header) -> None:
-        """Temp file, fence, rename, release handing over the new generation."""
-        bucket = hold.directory
-        value = header_value(header)
-        tmp = self._write_temp(bucket, name, blob)
-        try:
-            _lockcore.fence(hold, value)
-        except BaseException:
-            bucket.unlink_quietly(tmp)
-            raise
-        self.files.commit(bucket, tmp, name, durable=self.settings.durable)
-        try:
-            _lockcore.release(hold, value)
-        except LockLost:
-            # Committed while we held it; only the release came too late.
-            # Raising would make a caller retry what is done.
-            log.warning("lock of %s expired after the commit; the commit stands", name)
-
-    # ------------------------------------------------------------ touch
     def touch(self, sid: str) -> None:
         """Extend the session's life without rewriting its data; :class:`SessionNotFound` if gone."""
         name = self.layout.name_for(sid)
@@ -424,26 +231,16 @@ class SessionStore:
                 time.sleep(0.002 * 2**attempt)
         raise SessionNotFound(sid)
 
-    def _touch(self, name: str, now: float, *, strict: bool) -> None:
-        # Sets the time on whatever version is current: a touch can never
-        # bring back data that a concurrent edit replaced.
-        bucket = self._bucket(name)
-        try:
-            if bucket is None:
-                raise FileNotFoundError(errno.ENOENT, "no bucket", name)
-            bucket.utime(name, (now, now))
-        except FileNotFoundError:
-            if strict:
-                raise
-        except OSError as exc:
-            if strict:
-                raise StorageError.from_oserror(exc, name) from exc
-            log.debug("could not refresh the access time of %s: %s", name, exc)
-
-    # ------------------------------------------------------------ delete, rotate
     def delete(self, sid: str) -> bool:
         """Remove the session; True if it existed.  Takes its lock, so no edit can bring it back."""
-        name = self.layout.name_for(sid)
+        return self._delete_name(self.layout.name_for(sid))
+
+    def _delete_name(self, name: str, only_tag: bytes | None = None) -> bool:
+        """Remove the session stored as *name* (under its lock), then its owner entry.
+
+        With *only_tag*, only if its header names that owner (end_sessions
+        acting on an entry that may be stale).
+        """
         bucket = self._bucket(name)
         if bucket is None:
             return False
@@ -452,6 +249,8 @@ class SessionStore:
         except TamperedSession:
             header = None  # not a session file, at a session's name: remove it all the same
         if header is None and bucket.exists(name) is False:
+            return False
+        if only_tag is not None and (header is None or header.owner_tag != only_tag):
             return False
         guesses = [header_value(header)] if header else []
         try:
@@ -465,16 +264,43 @@ class SessionStore:
             raise
         self._discard(hold, name)
         self.files.seen.forget(name)
+        if header is not None:
+            self.owners.remove(header.owner_tag, name)
         return existed
 
-    def _unlink(self, bucket: Dir, name: str) -> bool:
-        try:
-            bucket.unlink(name)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise StorageError.from_oserror(exc, bucket.path(name)) from exc
-        return True
+    # ------------------------------------------------------------ owners
+    def sessions_of(self, owner: str) -> list[SessionInfo]:
+        """The live sessions of *owner*: metadata only (handle, created, last seen, expiry), never their ids."""
+        return sorted(self.owners.sessions(self.owners.tag(owner), self._bucket, self.now()), key=lambda s: s.created)
+
+    def end_sessions(self, owner: str, *, keep: str | None = None) -> int:
+        """End every session of *owner* except *keep* (a session id: the current one); returns how many ended.
+
+        "Log out everywhere" after a password change or a lost device.  A
+        login that races this call is ended too if its first step came before
+        this call's last look (see ``owners.py``).
+        """
+        tag = self.owners.tag(owner)
+        spare = self.layout.name_for(keep) if keep is not None else None
+        ended = 0
+        for _ in range(32):
+            names = [n for n in self.owners.names(tag) if n != spare]
+            if not names:
+                return ended
+            for name in names:
+                ended += self._delete_name(name, only_tag=tag)
+                self.owners.remove(tag, name)
+        raise StorageError(errno.EAGAIN, "sessions of this owner keep appearing faster than they end", owner)
+
+    def end_session(self, owner: str, handle: str) -> bool:
+        """End one session of *owner* by the handle :meth:`sessions_of` gave ("sign out that device")."""
+        tag = self.owners.tag(owner)
+        for name in self.owners.names(tag):
+            if name[:16] == handle:
+                ended = self._delete_name(name, only_tag=tag)
+                self.owners.remove(tag, name)
+                return ended
+        return False
 
     def rotate(self, sid: str) -> str:
         """Move the session's data to a fresh id (e.g. at login); the old id stops working."""
@@ -486,6 +312,8 @@ class SessionStore:
             new_sid = new_session_id()
             new_name = self.layout.name_for(new_sid)
             header = dataclasses.replace(old, generation=1)
+            if old.owner_tag != NO_OWNER:
+                self.owners.add(old.owner_tag, new_name)
             self._publish_new(new_name, self._encode(self._decode(found, name), new_sid, header), header)
         except BaseException:
             self._abandon(hold, name, header_value(old))
@@ -500,17 +328,10 @@ class SessionStore:
             raise
         self._discard(hold, name)
         self.files.seen.forget(name)
+        self.owners.remove(old.owner_tag, name)
+        self._still_listed(old.owner_tag, new_name)
         return new_sid
 
-    def _remove_new(self, name: str) -> None:
-        bucket = self._bucket(name)
-        if bucket is None:
-            return
-        bucket.unlink_quietly(name)
-        for marker in self.layout.lock_for(name).markers():
-            bucket.unlink_quietly(marker.name)
-
-    # ------------------------------------------------------------ reap
     def reap(self, *, grace: float = 60.0, dry_run: bool = False, max_seconds: float | None = None) -> ReapStats:
         """Purge expired sessions and crash leftovers (see :mod:`fssession.reaper`); returns what it did.
 

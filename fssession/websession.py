@@ -244,6 +244,8 @@ class Session(MutableMapping[str, Any]):
         self._max_age = max_age
         self._max_age_changed = False
         self._wrote = False
+        self._owner: str | None = None  # set at login: listed under it for end_other_sessions()
+        self._owner_changed = False
 
     # ------------------------------------------------------------ loading
     def _check_io(self) -> None:
@@ -322,6 +324,7 @@ class Session(MutableMapping[str, Any]):
             or self._rotate_pending
             or bool(self._to_delete)
             or self._max_age_changed
+            or self._owner_changed
             or self._wrote
         )
 
@@ -336,12 +339,35 @@ class Session(MutableMapping[str, Any]):
         """Whether a :meth:`commit` now would write or delete anything (compares values: not free)."""
         if not self._loaded:
             return False
-        if self._rotate_pending or self._to_delete or self._max_age_changed:
+        if self._rotate_pending or self._to_delete or self._max_age_changed or self._owner_changed:
             return True
         sets, deleted = self._tracker.changes(self._data)
         if self._stored_sid is None:
             return bool(self._data)
         return bool(sets or deleted)
+
+    @property
+    def owner(self) -> str | None:
+        """The user this session belongs to, if this request set it (``session.owner = user_id`` at login).
+
+        Stored with the session at commit, so that "log out everywhere"
+        (:meth:`end_other_sessions`, ``store.end_sessions``) finds it.
+        """
+        return self._owner
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self._ensure_loaded()
+        self._owner = str(value)
+        self._owner_changed = True
+
+    def end_other_sessions(self, owner: str | None = None) -> int:
+        """End every other session of *owner* (default: the one set in this request); returns how many ended."""
+        who = owner if owner is not None else self._owner
+        if who is None:
+            raise ValueError("end_other_sessions needs an owner: set session.owner at login, or pass one")
+        self.commit()  # the current session (and its owner) is stored before the others go
+        return self.store.end_sessions(who, keep=self._stored_sid)
 
     @property
     def max_age(self) -> int:
@@ -435,7 +461,8 @@ class Session(MutableMapping[str, Any]):
         self._stored_sid, self._new, self._data = None, True, dict(sets)
         self._rotate_pending = False
         if self._data:
-            self._stored_sid = self.store.create(self._data, max_age=self._max_age)
+            owner = self._owner if self._owner_changed else None
+            self._stored_sid = self.store.create(self._data, max_age=self._max_age, owner=owner)
             self._generation = 1
             self._wrote = True
         self._tracker.reset(self._data)
@@ -471,10 +498,11 @@ class Session(MutableMapping[str, Any]):
                 self.store.delete(sid)
             self._to_delete.pop(0)
         sets, deleted = self._tracker.changes(self._data)
-        changed = bool(sets or deleted) or self._max_age_changed
+        changed = bool(sets or deleted) or self._max_age_changed or self._owner_changed
+        owner = self._owner if self._owner_changed else None
         if self._stored_sid is None:
-            if self._data:
-                self._stored_sid = self.store.create(self._data, max_age=self._max_age)
+            if self._data or owner is not None:
+                self._stored_sid = self.store.create(self._data, max_age=self._max_age, owner=owner)
                 self._generation = 1
                 self._wrote = True
                 self._tracker.reset(self._data)
@@ -491,7 +519,7 @@ class Session(MutableMapping[str, Any]):
                 self._wrote = True  # (the store's rotate keeps the data and the idle lifetime)
             if changed:
                 try:
-                    with self.store.edit(self._stored_sid, max_age=self._max_age) as stored:
+                    with self.store.edit(self._stored_sid, max_age=self._max_age, owner=owner) as stored:
                         apply_changes(stored, sets, deleted)
                         merged = dict(stored)
                 except SessionNotFound:
@@ -507,6 +535,7 @@ class Session(MutableMapping[str, Any]):
     def _finish_commit(self) -> None:
         self._modified_flag = False
         self._max_age_changed = False
+        self._owner_changed = False
 
     @contextmanager
     def locked(self) -> Iterator[dict[str, Any]]:

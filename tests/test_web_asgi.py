@@ -43,17 +43,17 @@ class OffLoopStore(CountingStore):
             return
         raise AssertionError("session file I/O on the event loop")
 
-    def load(self, sid: str) -> dict[str, Any] | None:
+    def load_versioned(self, sid: str, *, min_generation: int = 0) -> tuple[dict[str, Any], int] | None:
         self._off_loop()
-        return super().load(sid)
+        return super().load_versioned(sid, min_generation=min_generation)
 
-    def create(self, data: Any = None, *, max_age: int | None = None) -> str:
+    def create(self, data: Any = None, *, max_age: int | None = None, owner: str | None = None) -> str:
         self._off_loop()
-        return super().create(data, max_age=max_age)
+        return super().create(data, max_age=max_age, owner=owner)
 
-    def edit(self, sid: str, *, max_age: int | None = None) -> Any:
+    def edit(self, sid: str, *, max_age: int | None = None, owner: str | None = None) -> Any:
         self._off_loop()
-        return super().edit(sid, max_age=max_age)
+        return super().edit(sid, max_age=max_age, owner=owner)
 
     def delete(self, sid: str) -> bool:
         self._off_loop()

@@ -526,11 +526,11 @@ class FailsOnce(SessionStore):
 
     failed = False
 
-    def edit(self, sid: str, *, max_age: int | None = None) -> Any:
+    def edit(self, sid: str, *, max_age: int | None = None, owner: str | None = None) -> Any:
         if not self.failed:
             self.failed = True
             raise LockTimeout(self.layout.path_for(sid) + ".lock", None, 10.0)
-        return super().edit(sid, max_age=max_age)
+        return super().edit(sid, max_age=max_age, owner=owner)
 
 
 def test_a_commit_that_failed_is_not_stored_behind_the_error_page(tmp_path: Path) -> None:

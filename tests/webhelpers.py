@@ -51,13 +51,13 @@ class CountingStore(SessionStore):
         self.calls.append("load")
         return super().load_versioned(sid, min_generation=min_generation)
 
-    def create(self, data: Any = None, *, max_age: int | None = None) -> str:
+    def create(self, data: Any = None, *, max_age: int | None = None, owner: str | None = None) -> str:
         self.calls.append("create")
-        return super().create(data, max_age=max_age)
+        return super().create(data, max_age=max_age, owner=owner)
 
-    def edit(self, sid: str, *, max_age: int | None = None) -> Any:
+    def edit(self, sid: str, *, max_age: int | None = None, owner: str | None = None) -> Any:
         self.calls.append("edit")
-        return super().edit(sid, max_age=max_age)
+        return super().edit(sid, max_age=max_age, owner=owner)
 
     def delete(self, sid: str) -> bool:
         self.calls.append("delete")
