@@ -110,19 +110,21 @@ def _json(report: dict[str, Any]) -> str:
     return json.dumps(shown, default=repr, sort_keys=True)
 
 
+def _shown(key: str, value: Any, now: float | None) -> str:
+    if value is None:
+        return "-"
+    if key in _TIMES and now is not None:
+        return _common.when(value, now)
+    if key == "idle_timeout":
+        return f"{value} s"
+    return _common.printable(str(value), 1000)
+
+
 def _table(report: dict[str, Any]) -> str:
     now = report.get("now")
-    lines = []
-    for key, value in report.items():
-        if key in ("data", "now"):
-            continue
-        if key in _TIMES and value is not None and now is not None:
-            text = _common.when(value, now)
-        elif key == "idle_timeout" and value is not None:
-            text = f"{value} s"
-        else:
-            text = "-" if value is None else _common.printable(str(value), 1000)
-        lines.append(f"{key.replace('_', ' '):>16}  {text}")
+    first = [k for k in ("state", "reason") if k in report]
+    keys = first + [k for k in report if k not in (*first, "data", "now")]
+    lines = [f"{key.replace('_', ' '):>16}  {_shown(key, report[key], now)}" for key in keys]
     if "data" in report:
         shown = pprint.pformat(report["data"], width=100)
         lines.extend(_common.printable(line, 10_000) for line in shown.splitlines())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from ..errors import SessionError
 from ..report import StoreStats, store_stats
@@ -30,28 +31,38 @@ def run(args: argparse.Namespace) -> int:
     if not args.lease > 0 or not args.temp_age > 0:
         return _common.fail("stats", "--lease and --temp-age must be positive")
     progress = _common.Progress() if sys.stderr.isatty() and not args.json else None
-
-    def show(stats: StoreStats, done: int) -> None:
-        assert progress is not None
-        progress.show(f"{done}/256 buckets, {stats.sessions} sessions")
-
     try:
         _common.enter_store(args.path, args.allow_root)
-        stats = store_stats(args.path, lease=args.lease, temp_age=args.temp_age, progress=show if progress else None)
+        stats = store_stats(args.path, lease=args.lease, temp_age=args.temp_age, progress=_shown(progress))
     except (OSError, SessionError) as exc:
         return _common.fail("stats", _common.describe(exc, args.path))
     finally:
         if progress is not None:
             progress.clear()
+    return _print(stats, args)
+
+
+def _print(stats: StoreStats, args: argparse.Namespace) -> int:
     print(json.dumps(stats.as_dict(), sort_keys=True) if args.json else render(stats))
     if args.verbose:
         for line in stats.problems:
             print(f"  {line}", file=sys.stderr)
-    if stats.unreadable:
-        if not args.verbose:
-            print(f"fssession stats: {stats.unreadable} entries could not be read (-v lists them)", file=sys.stderr)
-        return 1
-    return 0
+    if not stats.unreadable:
+        return 0
+    if not args.verbose:
+        print(f"fssession stats: {stats.unreadable} entries could not be read (-v lists them)", file=sys.stderr)
+    return 1
+
+
+def _shown(progress: _common.Progress | None) -> Callable[[StoreStats, int], None] | None:
+    if progress is None:
+        return None
+    line = progress
+
+    def show(stats: StoreStats, done: int) -> None:
+        line.show(f"{done}/256 buckets, {stats.sessions} sessions")
+
+    return show
 
 
 def render(stats: StoreStats) -> str:

@@ -21,7 +21,7 @@ from .._identity import process_umask
 from ..fileformat import HEADER_SIZE, MAC_SIZE
 from ..layout import BUCKETS, NAMING_KEY_FILE, Kind, classify
 from ._context import Context
-from ._verdict import Verdict, fmt_bytes
+from ._verdict import Status, Verdict, fmt_bytes
 
 __all__ = ["R", "W", "X", "check_permissions", "check_space", "check_store_files", "may", "user_name"]
 
@@ -91,6 +91,18 @@ def _names(uids: Iterable[int]) -> str:
 
 
 # ------------------------------------------------------------------ the store's directory
+def _setgid_problem(st: os.stat_result, uids: set[int]) -> list[str]:
+    if st.st_mode & stat.S_ISGID:
+        return []
+    elsewhere = [u for u in uids if u != 0 and primary_group(u) != st.st_gid]
+    if not elsewhere:
+        return []  # everyone's primary group is the store's: what they create takes it anyway
+    return [
+        f"no setgid bit: what {_names(elsewhere)} create would take their own primary group and the others "
+        "could not use it: chmod g+s"
+    ]
+
+
 def _group_problems(st: os.stat_result, uids: set[int]) -> list[str]:
     """What breaks the group-shared set-up for several users (empty: it is right)."""
     problems = []
@@ -102,13 +114,18 @@ def _group_problems(st: os.stat_result, uids: set[int]) -> list[str]:
         )
     if (st.st_mode >> 3) & (R | W | X) != R | W | X:
         problems.append("the group may not read, write and search it: chmod 2770 (files 0660, dir_mode 0o770)")
-    if not st.st_mode & stat.S_ISGID:
-        elsewhere = [u for u in uids if u != 0 and primary_group(u) != st.st_gid]
-        if elsewhere:
-            problems.append(
-                f"no setgid bit: what {_names(elsewhere)} create would take their own primary group and the "
-                "others could not use it: chmod g+s"
-            )
+    return problems + _setgid_problem(st, uids)
+
+
+def _permission_problems(ctx: Context, st: os.stat_result, uids: list[int], umask: int) -> list[str]:
+    problems = [f"{user_name(u)} cannot create entries in it" for u in uids if not may(u, st, W | X)]
+    read_only = bool(os.fstatvfs(ctx.root.fd).f_flag & os.ST_RDONLY)
+    if not ctx.options.uids and not read_only and not os.access(".", os.W_OK | os.X_OK, dir_fd=ctx.root.fd):
+        problems.append(f"{user_name(os.geteuid())} cannot create entries in it (access check)")
+    if len(set(uids)) > 1:
+        problems += _group_problems(st, set(uids))
+    if umask & 0o300:
+        problems.append(f"umask {umask:03o} removes the owner's write/search bits: new buckets would be unusable")
     return problems
 
 
@@ -118,14 +135,7 @@ def check_permissions(ctx: Context) -> Verdict:
     umask = process_umask()
     figure = f"owner {_describe(st)}, umask {umask:03o}"
     uids = ctx.options.uids or [os.geteuid()]
-    problems = [f"{user_name(u)} cannot create entries in it" for u in uids if not may(u, st, W | X)]
-    read_only = bool(os.fstatvfs(ctx.root.fd).f_flag & os.ST_RDONLY)
-    if not ctx.options.uids and not read_only and not os.access(".", os.W_OK | os.X_OK, dir_fd=ctx.root.fd):
-        problems.append(f"{user_name(os.geteuid())} cannot create entries in it (access check)")
-    if len(set(uids)) > 1:
-        problems += _group_problems(st, set(uids))
-    if umask & 0o300:
-        problems.append(f"umask {umask:03o} removes the owner's write/search bits: new buckets would be unusable")
+    problems = _permission_problems(ctx, st, uids, umask)
     warnings = _permission_warnings(ctx, st)
     data = {"uid": st.st_uid, "gid": st.st_gid, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "umask": f"{umask:03o}"}
     data["uids"] = uids
@@ -134,12 +144,12 @@ def check_permissions(ctx: Context) -> Verdict:
     if warnings:
         return Verdict("permissions", "permissions", "warn", figure, "; ".join(warnings), data)
     how = "through its group" if len(set(uids)) > 1 else "as its owner" if uids[0] == st.st_uid else ""
-    note = ""
-    if os.geteuid() == 0 and not ctx.options.uids:
-        # Root passes every check; what matters is the web servers' users.
-        note = "checked for root only: name the web servers' users with --uid USER[,USER]"
-    figure = f"{figure}; writable by {_names(uids)} {how}".rstrip()
-    return Verdict("permissions", "permissions", "ok", figure, note, data)
+    # Root passes every check; what matters is the web servers' users.
+    alone = os.geteuid() == 0 and not ctx.options.uids
+    note = "checked for root only: name the web servers' users with --uid USER[,USER]" if alone else ""
+    return Verdict(
+        "permissions", "permissions", "ok", f"{figure}; writable by {_names(uids)} {how}".rstrip(), note, data
+    )
 
 
 def _permission_warnings(ctx: Context, st: os.stat_result) -> list[str]:
@@ -204,19 +214,8 @@ def _sample_sessions(root: Dir, bucket: str, limit: int) -> list[tuple[str, os.s
     return found
 
 
-def check_store_files(ctx: Context) -> Verdict:
-    """The naming key, the buckets and a few session files: readable and usable by every listed user."""
-    title = "store files"
-    root = ctx.root
-    if root.exists(NAMING_KEY_FILE) is not True:
-        return Verdict("store", title, "skip", "not an fssession store yet (fssession init PATH creates one)")
-    uids = ctx.options.uids or [os.geteuid()]
-    root_gid = root.stat().st_gid
-    found = _Findings()
-    key = root.lstat(NAMING_KEY_FILE)
-    if not stat.S_ISREG(key.st_mode):
-        found.add("the naming key is not a regular file")
-    _check_entry(found, "the naming key", key, uids, R, root_gid)
+def _check_buckets(root: Dir, found: _Findings, uids: list[int], root_gid: int) -> tuple[int, int]:
+    """Every bucket there is, and a sample of session files; returns (buckets, session files) looked at."""
     buckets = sessions = 0
     for name in BUCKETS:
         try:
@@ -232,6 +231,23 @@ def check_store_files(ctx: Context) -> Verdict:
             for what, fst in _sample_sessions(root, name, _SAMPLE_FILES - sessions):
                 sessions += 1
                 _check_entry(found, what, fst, uids, R, root_gid)
+    return buckets, sessions
+
+
+def check_store_files(ctx: Context) -> Verdict:
+    """The naming key, the buckets and a few session files: readable and usable by every listed user."""
+    title = "store files"
+    root = ctx.root
+    if root.exists(NAMING_KEY_FILE) is not True:
+        return Verdict("store", title, "skip", "not an fssession store yet (fssession init PATH creates one)")
+    uids = ctx.options.uids or [os.geteuid()]
+    root_gid = root.stat().st_gid
+    found = _Findings()
+    key = root.lstat(NAMING_KEY_FILE)
+    if not stat.S_ISREG(key.st_mode):
+        found.add("the naming key is not a regular file")
+    _check_entry(found, "the naming key", key, uids, R, root_gid)
+    buckets, sessions = _check_buckets(root, found, uids, root_gid)
     figure = f"naming key {_describe(key)}, {buckets} buckets, {sessions} session files looked at"
     data = {"buckets": buckets, "session_files": sessions, "problems": found.count, "uids": uids}
     if found.count:
@@ -245,30 +261,36 @@ def _round_up(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
+def _space_needed(n: int, size: int, block: int) -> tuple[int, int]:
+    """(bytes, inodes) for *n* sessions of *size* bytes: a file and a lock marker (a symlink: an inode) each."""
+    per_bucket = _round_up(max(1, n // len(BUCKETS)) * 200, block)  # names of ~100 bytes, file and marker
+    need_bytes = n * _round_up(HEADER_SIZE + size + MAC_SIZE, block) + len(BUCKETS) * per_bucket
+    return need_bytes, 2 * n + len(BUCKETS) + 1
+
+
+def _space_status(free_bytes: int, inodes: int, need_bytes: int, need_inodes: int) -> tuple[Status, str]:
+    if free_bytes == 0 or inodes == 0:
+        return "fail", "the filesystem is full: free space or inodes"
+    if free_bytes < need_bytes or inodes < need_inodes:
+        return "fail", "not enough room for that many sessions: grow it"
+    if free_bytes < 2 * need_bytes or inodes < 2 * need_inodes:
+        return "warn", "less than twice the room needed: sessions and temp files peak"
+    return "ok", ""
+
+
 def check_space(ctx: Context) -> Verdict:
     """Free space and inodes against the store's size at --sessions sessions of --session-size bytes."""
     sv = os.fstatvfs(ctx.root.fd)
     block = sv.f_frsize or sv.f_bsize or 4096
     free_bytes = sv.f_bavail * block
     n, size = ctx.options.sessions, ctx.options.session_size
-    # A session is its file and its lock marker (a symlink: an inode); each
-    # bucket holds n/256 of both, names of ~100 bytes.
-    need_bytes = n * _round_up(HEADER_SIZE + size + MAC_SIZE, block) + len(BUCKETS) * _round_up(
-        max(1, n // len(BUCKETS)) * 200, block
-    )
-    need_inodes = 2 * n + len(BUCKETS) + 1
-    free_inodes = sv.f_favail if sv.f_files > 0 else None
+    need_bytes, need_inodes = _space_needed(n, size, block)
+    free_inodes = sv.f_favail if sv.f_files > 0 else None  # (some filesystems do not count inodes)
     figure = f"{fmt_bytes(free_bytes)} free" + (f", {free_inodes} inodes free" if free_inodes is not None else "")
     figure += f"; {n} sessions of {size} B need ~{fmt_bytes(need_bytes)}"
     figure += f" and {need_inodes} inodes" if free_inodes is not None else ""
     data = {"free_bytes": free_bytes, "free_inodes": free_inodes, "need_bytes": need_bytes}
     data |= {"need_inodes": need_inodes, "sessions": n, "session_size": size}
-    inodes = free_inodes if free_inodes is not None else need_inodes * 2
-    if free_bytes == 0 or inodes == 0:
-        return Verdict("space", "space", "fail", figure, "the filesystem is full: free space or inodes", data)
-    if free_bytes < need_bytes or inodes < need_inodes:
-        return Verdict("space", "space", "fail", figure, "not enough room for that many sessions: grow it", data)
-    if free_bytes < 2 * need_bytes or inodes < 2 * need_inodes:
-        advice = "less than twice the room needed: sessions and temp files peak"
-        return Verdict("space", "space", "warn", figure, advice, data)
-    return Verdict("space", "space", "ok", figure, data=data)
+    inodes = free_inodes if free_inodes is not None else 2 * need_inodes
+    status, advice = _space_status(free_bytes, inodes, need_bytes, need_inodes)
+    return Verdict("space", "space", status, figure, advice, data)

@@ -59,6 +59,11 @@ def check_errnos(ctx: Context) -> Verdict:
     return _errnos_verdict(results)
 
 
+def _odd(code: int | None) -> bool:
+    """An errno the lock would not read as "occupied"."""
+    return code is not None and code not in _fs.OCCUPIED
+
+
 def _errnos_verdict(results: dict[str, int | None]) -> Verdict:
     named = {k: (ename(v) if v is not None else "succeeded") for k, v in results.items()}
     figure = (
@@ -66,16 +71,15 @@ def _errnos_verdict(results: dict[str, int | None]) -> Verdict:
         f"not empty: rmdir {named['rmdir-nonempty']}; read-only, full: not seen"
     )
     wrong = [k for k, v in results.items() if v is None]
-    odd = [k for k, v in results.items() if v is not None and v not in _fs.OCCUPIED]
+    odd = [k for k, v in results.items() if _odd(v)]
     if wrong:
         advice = f"{', '.join(wrong)} succeeded: this filesystem cannot hold fssession's locks"
         return Verdict("errnos", "errnos", "fail", figure, advice, named)
     if odd:
         advice = f"{', '.join(odd)}: an errno fssession's lock does not read as 'occupied'; please report it"
         return Verdict("errnos", "errnos", "warn", figure, advice, named)
-    nonposix = errno.EPERM in results.values()
-    note = "EPERM where POSIX says EEXIST/ENOTEMPTY (sshfs does); fssession copes" if nonposix else ""
-    return Verdict("errnos", "errnos", "ok", figure, note, named)
+    note = "EPERM where POSIX says EEXIST/ENOTEMPTY (sshfs does); fssession copes"
+    return Verdict("errnos", "errnos", "ok", figure, note if errno.EPERM in results.values() else "", named)
 
 
 # ------------------------------------------------------------------ rename

@@ -229,12 +229,11 @@ class PeerSession:
 
     def _race_verdict(self, mine: dict[str, Any], theirs: dict[str, Any], errs: Counter[str]) -> Verdict:
         rounds = min(int(mine["rounds"]), int(theirs["rounds"]))
-        summary = judge_races(
-            self.arena,
-            rounds,
-            [{r for r in mine["mkdir"] if r < rounds}, {int(r) for r in theirs["mkdir"] if int(r) < rounds}],
-            [{r for r in mine["rename"] if r < rounds}, {int(r) for r in theirs["rename"] if int(r) < rounds}],
-        )
+
+        def wins(kind: str) -> list[set[int]]:
+            return [{int(r) for r in side[kind] if int(r) < rounds} for side in (mine, theirs)]
+
+        summary = judge_races(self.arena, rounds, wins("mkdir"), wins("rename"))
         losers = errs + Counter({printable(str(k), 40): int(v) for k, v in dict(theirs["errnos"]).items()})
         who = f"with {self.peer.host}, {rounds} rounds"
         extra: dict[str, Any] = {"peer_host": self.peer.host}
@@ -320,25 +319,20 @@ class PeerSession:
         return self._time_change(view, f"c{i}", cap)
 
     def _time_change(self, view: Callable[[], tuple[bool, bool]], signal: str, cap: float) -> tuple[float, float]:
+        """Poll *view* and the peer's *signal*; seconds from the signal to each part of the view showing the change."""
         t_server: float | None = None
         seen: list[float | None] = [None, None]
         deadline = time.monotonic() + self.timeout
-        while True:
-            t = time.monotonic()
-            for n, hit in enumerate(view()):
-                if hit and seen[n] is None:
-                    seen[n] = t
+        while t_server is None or None in seen:
+            seen = _first_seen(view(), seen, time.monotonic())
             if t_server is None and self.probe(signal):
                 t_server = time.monotonic()
                 deadline = t_server + cap
-            if t_server is not None and None not in seen:
-                break
             if time.monotonic() > deadline:
                 if t_server is None:
                     raise PeerGone(f"no {signal!r} signal within {self.timeout:g} s")
                 break
             time.sleep(0.002)
-        assert t_server is not None
         listing, content = (float("inf") if s is None else max(0.0, s - t_server) for s in seen)
         return listing, content
 
@@ -366,6 +360,10 @@ class PeerSession:
         if worst_data > 0.1 + 0.1 * slack:
             notes.append("a load() here can return a session's previous version for that long after an edit elsewhere")
         return Verdict("attr-cache", title, "warn" if notes else "ok", figure, "; ".join(notes), data)
+
+
+def _first_seen(hits: tuple[bool, bool], seen: list[float | None], now: float) -> list[float | None]:
+    return [now if hit and was is None else was for hit, was in zip(hits, seen, strict=True)]
 
 
 def _peer_wait(ctx: Context) -> float:
@@ -399,14 +397,19 @@ def check_peer(ctx: Context) -> list[Verdict]:
     try:
         return session.run()
     except PeerGone as exc:
-        done = {v.check for v in session.verdicts}
-        if session.paired:
-            # Signals are asked of the server, so caches cannot hide them:
-            # the peer died, or the mount stopped answering.
-            rest = _all("warn", f"peer {peer.host} stopped answering: {exc}", "run both again")
-        else:  # e.g. three doctors at once: the peer paired with the third
-            why = f"peer {peer.host} did not pair with this doctor (busy with another?)"
-            rest = _all("skip", why, "run the doctor on two nodes at a time")
-        return session.verdicts + [v for v in rest if v.check not in done]
+        return session.verdicts + _unfinished(session, exc)
     finally:
         session.close()
+
+
+def _unfinished(session: PeerSession, exc: PeerGone) -> list[Verdict]:
+    """Verdicts for the peer checks a vanished peer left undone."""
+    host = session.peer.host
+    if session.paired:
+        # Signals are asked of the server, so caches cannot hide them: the
+        # peer died, or the mount stopped answering.
+        rest = _all("warn", f"peer {host} stopped answering: {exc}", "run both again")
+    else:  # e.g. three doctors at once: the peer paired with the third
+        rest = _all("skip", f"peer {host} did not pair with this doctor (busy with another?)", "run two at a time")
+    done = {v.check for v in session.verdicts}
+    return [v for v in rest if v.check not in done]
