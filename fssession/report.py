@@ -29,7 +29,7 @@ from ._text import printable
 from .errors import StorageError, TamperedSession
 from .fileformat import HEADER_SIZE, MAC_SIZE, read_header, verify
 from .keys import Keyring
-from .layout import BUCKETS, NAMING_KEY_FILE, Kind, StoreLayout, classify, classify_root
+from .layout import BUCKETS, NAMING_KEY_FILE, OWNERS_DIR, Kind, StoreLayout, classify, classify_root
 from .serializers import get_serializer
 from .settings import LockSettings, StoreSettings
 
@@ -61,6 +61,8 @@ class StoreStats:
     temp_files_orphaned: int = 0  # older than temp_age: the reaper removes them
     nfs_pending: int = 0  # NFS silly-renamed files: still open somewhere
     litter: int = 0  # abandoned lock stages, clock probes and doctor directories in the root
+    owners: int = 0  # owners with sessions listed in the owner index ("log out everywhere")
+    owner_entries: int = 0  # entries in the owner index (one per owned session, briefly more after a crash)
     foreign: int = 0  # not a file fssession writes (never touched by the reaper)
     unreadable: int = 0  # buckets or session files this user cannot read, or not readable as sessions
     directories: int = 0
@@ -126,6 +128,7 @@ def store_stats(
         clock = _Clock(layout, LockSettings(lease=lease, fs_slack=min(1.0, lease / 2)))
         stats.clock_trusted = clock.trusted
         _root_entries(layout.root, clock.now, stats)
+        stats.owners, stats.owner_entries = _count_owners(layout.root)
         counts = []
         for done, name in enumerate(BUCKETS, 1):
             counts.append(_BucketCount(stats, clock, temp_age).run(layout.root, name))
@@ -152,6 +155,27 @@ def _root_entries(root: Dir, now: float, stats: StoreStats) -> None:
     except OSError as exc:
         stats.unreadable += 1
         stats.note(root.label, exc.strerror or exc)
+
+
+def _count_owners(root: Dir) -> tuple[int, int]:
+    """(owners, entries) of the owner index; the names are keyed hashes, so no user is named."""
+    owners = entries = 0
+    try:
+        top = root.opendir(OWNERS_DIR)
+    except OSError:
+        return 0, 0
+    with top:
+        for shard in top.listdir():
+            try:
+                with top.opendir(shard) as shard_dir:
+                    for owner in shard_dir.listdir():
+                        with shard_dir.opendir(owner) as owner_dir:
+                            listed = len(owner_dir.listdir())
+                        owners += bool(listed)
+                        entries += listed
+            except OSError:
+                continue  # something planted, or gone meanwhile: not counted
+    return owners, entries
 
 
 def _older(entry: os.DirEntry[str], now: float, seconds: float) -> bool:

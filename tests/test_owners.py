@@ -201,3 +201,14 @@ def test_end_sessions_from_the_other_mount(shared_fs: SharedFS) -> None:
             assert time.monotonic() < deadline + 60, "a session outlived end_sessions on the other mount"
             time.sleep(0.05)
     assert on_a.load(keep) == {"n": 99}
+
+
+def test_stats_count_the_index_without_naming_anyone(store: SessionStore) -> None:
+    from fssession.report import store_stats
+
+    for owner in ("alice", "bob"):
+        store.create(owner=owner)
+    store.create(owner="alice")
+    stats = store_stats(store.root)
+    assert (stats.owners, stats.owner_entries, stats.foreign) == (2, 3, 0)
+    assert "alice" not in repr(stats.as_dict())

@@ -79,6 +79,7 @@ def render(stats: StoreStats) -> str:
         ),
         ("markers", f"{stats.orphaned_markers} orphaned, {stats.unmarked_sessions} sessions without one"),
         ("temp files", f"{stats.temp_files} ({stats.temp_files_orphaned} orphaned)"),
+        ("owners", f"{stats.owners} users with listed sessions, {stats.owner_entries} index entries"),
         (
             "other",
             f"{stats.nfs_pending} NFS files still open, {stats.litter} litter, {stats.foreign} foreign entries",
