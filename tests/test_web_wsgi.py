@@ -32,6 +32,7 @@ from tests.webhelpers import (
     make_store,
     parse_set_cookie,
     run_threads,
+    session_file,
     tamper,
     unknown_id,
 )
@@ -553,3 +554,15 @@ def test_a_commit_that_failed_is_not_stored_behind_the_error_page(tmp_path: Path
     assert response.status_code == 500
     response.close()
     assert store.load(sid) == {"a": "1"}, "the change was stored although the client was told it failed"
+
+
+def test_restoring_an_old_copy_of_someone_elses_session_file_does_not_restore_it(store: SessionStore) -> None:
+    """The cookie carries the generation the browser saw: an older file is a rollback, refused."""
+    victim = client_for(store)
+    victim.get("/set?role=admin")
+    sid = sid_of(victim)
+    assert sid is not None
+    old = session_file(store, sid).read_bytes()
+    victim.get("/set?role=user")  # a downgrade
+    session_file(store, sid).write_bytes(old)  # a writer of the store puts the old copy back
+    assert data_of(victim).get("role") != "admin", "the rolled-back session was accepted"
