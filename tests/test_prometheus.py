@@ -405,3 +405,29 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     write_textfile({"sessions": 4}, out)  # an old one was left by a crash: removed
     assert os.listdir(tmp_path) == [out.name]
     assert parse(out)["fssession_store_sessions"] == [({}, 4)]
+
+
+# ------------------------------------------------------------- the demo's node
+
+
+def test_a_demo_node_serves_its_stores_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.demo.client import Client
+    from tools.demo.cluster import start_node, stop_node
+    from tools.demo.config import METRICS_ENV
+
+    monkeypatch.setenv(METRICS_ENV, "1")
+    (tmp_path / "peers.json").write_text("[]")
+    node = start_node("web-1", tmp_path / "store", tmp_path / "peers.json", KEY * 2, simulate=False)
+    try:
+        alice = Client()
+        assert alice.call(node, "/api/login", {"user": "alice"}).status == 200
+        assert alice.call(node, "/api/incr").status == 200  # one locked edit, at least
+        scraper = Client()
+        with scraper.opener.open(node.url + "metrics", timeout=HANG_GUARD) as resp:
+            text = resp.read().decode()
+        assert scraper.cookie() is None  # a scrape makes no session
+    finally:
+        stop_node(node)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (count,) = [s.value for s in families["fssession_lock_wait_seconds"].samples if s.name.endswith("_count")]
+    assert count >= 1
