@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
     from prometheus_client.exposition import generate_latest
     from prometheus_client.metrics_core import GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
@@ -128,23 +128,18 @@ class PrometheusObserver:
         self.rollbacks_refused = counter("rollbacks_refused", "Files older than their cookie's generation refused")
         self.tampered = counter("tampered_files", "Session files that failed verification")
         self.reap_runs = counter(
-            "reap_runs", "Reaper runs, by result (busy: another reaper held the store)", ("result",)
+            "reaper_runs", "Reaper runs, by result (busy: another reaper held the store)", ("result",)
         )
+        # "reaper_*": the runs in this process, added up.  The textfile's
+        # "reap_*" are gauges of cron's last run; one name, one meaning.
         self.reap_duration = Histogram(
-            "reap_duration_seconds",
-            "Seconds a reaper run took (runs that swept)",
+            "reaper_run_seconds",
+            "Seconds a reaper run in this process took (runs that swept)",
             namespace=ns,
             registry=reg,
             buckets=REAP_DURATION_BUCKETS,
         )
-        self.reap_last = Gauge(
-            "reap_last_run_timestamp_seconds",
-            "When the last reaper run that swept ended (Unix time)",
-            namespace=ns,
-            registry=reg,
-            multiprocess_mode="max",
-        )
-        self.reap_counts = {key: counter(f"reap_{key}", doc) for key, doc in REAP_COUNTS.items()}
+        self.reap_counts = {key: counter(f"reaper_{key}", doc) for key, doc in REAP_COUNTS.items()}
         # Every labelled series exists from the start: rate() and absent-data
         # alerts need a zero before the first event.
         for step in {*LOCK_LOST_STEPS.values(), _OTHER}:
@@ -189,7 +184,6 @@ class PrometheusObserver:
             return
         self.reap_runs.labels("done").inc()
         self.reap_duration.observe(max(0.0, event.seconds))
-        self.reap_last.set_to_current_time()
         for key, value in event.values.items():
             metric = self.reap_counts.get(key)
             if metric is not None and value > 0:
