@@ -3,6 +3,7 @@
 - :mod:`.lock`: the lock (``python -m tools.bench.lock``); its contenders in :mod:`.locks`;
 - :mod:`.store`: the store (``python -m tools.bench.store``); its contenders in :mod:`.stores`;
 - :mod:`.reap`: the reaper (``python -m tools.bench.reap``); its contenders in :mod:`.reapers`;
+- :mod:`.events`: what the ``on_event`` hook costs a load and an edit (``python -m tools.bench.events``);
 - :mod:`.common`: what they share: syscall counts with strace, rates, scratch directories,
   worker processes, tables;
 - :mod:`.cycles`: the workloads the syscall counts trace, each in a process of its own.
