@@ -1,0 +1,1 @@
+"""Test-support code that is not a pytest plugin: the hostile-directory lab (real users, real processes)."""
