@@ -43,7 +43,7 @@ emit(sids)
 TRAFFIC = """
 import sys, time
 from tests.hostile.agent import attempt, emit, shared_store
-root, budget, sids = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+root, budget, pause, sids = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 store = shared_store(root, lock_timeout=2.0, fs_slack=0.1, lease=2.0)
 
 def edit(sid):
@@ -76,6 +76,7 @@ while time.monotonic() < end:
     if "error" in r and not r["typed"]:
         unexpected.append(r)
     i += 1
+    time.sleep(pause)
 emit({"ops": i, "counts": counts, "unexpected": unexpected[:10]})
 """
 
@@ -128,7 +129,7 @@ def test_web_worker_lock_code_survives_a_racing_group_member(
     sids = json.loads(lab.run(WEB_A, SESSIONS, str(store_path), "6", "0").ok().out)
     stop = workspace / "stop"
     racer = start_racer(lab, store_path, weba_victim, stop)
-    traffic = lab.python(WEB_A, TRAFFIC, str(store_path), str(RACE_SECONDS), *sids, what="web traffic")
+    traffic = lab.python(WEB_A, TRAFFIC, str(store_path), str(RACE_SECONDS), "0", *sids, what="web traffic")
     result = traffic.finish(timeout=RACE_SECONDS + 120)
     stop_racer(racer, stop)
     weba_victim.assert_untouched()
@@ -143,7 +144,8 @@ def test_root_reaper_survives_a_racing_group_member(
     sids = json.loads(lab.run(WEB_A, SESSIONS, str(store_path), "6", "30").ok().out)
     stop = workspace / "stop"
     racer = start_racer(lab, store_path, root_victim, stop)
-    traffic = lab.python(WEB_A, TRAFFIC, str(store_path), str(RACE_SECONDS), *sids, what="web traffic")
+    # Lighter traffic here: the root reaper is the victim, and the racer needs the CPU to race it.
+    traffic = lab.python(WEB_A, TRAFFIC, str(store_path), str(RACE_SECONDS), "0.01", *sids, what="web traffic")
     runs = []
     end = time.monotonic() + RACE_SECONDS
     while time.monotonic() < end:
