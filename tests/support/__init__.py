@@ -1,4 +1,8 @@
-"""What many tests share: the test key, an injectable clock, and finding session files in a store."""
+"""What many tests share: the test key, an injectable clock, finding session files in a store.
+
+The hostile-directory lab (real users, real processes) lives beside this, in
+``users.py``, ``runtime.py``, ``procs.py`` and ``victim.py``.
+"""
 
 from __future__ import annotations
 
