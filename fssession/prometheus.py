@@ -87,6 +87,7 @@ REAP_COUNTS = {
     "orphans": "Lock markers without a session removed by reaper runs",
     "litter": "Abandoned lock stages and clock probes removed by reaper runs",
     "nfs_pending": "NFS silly-renamed files seen (still open somewhere) by reaper runs",
+    "owner_entries": "Owner-index entries whose session was gone, pruned by reaper runs",
     "garbage": "Foreign or unreadable files seen (left alone) by reaper runs",
     "errors": "Errors met by reaper runs",
 }
@@ -232,6 +233,7 @@ _REAP_HELP = {
     "orphans": "Lock markers without a session the run removed",
     "litter": "Abandoned lock stages and clock probes the run removed",
     "nfs_pending": "NFS silly-renamed files (still open somewhere), left alone",
+    "owner_entries": "Owner-index entries whose session was gone, pruned by the run",
     "garbage": "Foreign or unreadable files, left alone",
     "errors": "Errors the run met",
     "duration_seconds": "Seconds the run took",

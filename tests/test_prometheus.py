@@ -441,3 +441,31 @@ def test_a_demo_node_serves_its_stores_metrics(tmp_path: Path, monkeypatch: pyte
     families = {f.name: f for f in text_string_to_metric_families(text)}
     (count,) = [s.value for s in families["fssession_lock_wait_seconds"].samples if s.name.endswith("_count")]
     assert count >= 1
+
+
+def test_the_cli_writes_the_textfile_for_cron(tmp_path: Path) -> None:
+    """`fssession stats --prometheus FILE` and `fssession reap --prometheus FILE`: the counts, parseable."""
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fssession import SessionStore
+
+    store_dir, out = tmp_path / "s", tmp_path / "metrics"
+    out.mkdir()
+    store = SessionStore(store_dir, secret_key="k" * 32)
+    for _ in range(3):
+        store.create()
+    for command in ("stats", "reap"):
+        target = out / f"{command}.prom"
+        r = subprocess.run(
+            [sys.executable, "-m", "fssession", command, str(store_dir), "--prometheus", str(target), "--allow-root"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+        names = {f.name for f in text_string_to_metric_families(target.read_text())}
+        wanted = "fssession_store_sessions" if command == "stats" else "fssession_reap_sessions_seen"
+        assert wanted in names, names

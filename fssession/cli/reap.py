@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="sweep with N processes (1)")
     parser.add_argument("--lease", type=float, default=30.0, metavar="S", help="the store's lock lease (30)")
     parser.add_argument("--fs-slack", type=float, default=1.0, metavar="S", help="the store's fs_slack (1)")
+    parser.add_argument(
+        "--prometheus",
+        metavar="FILE",
+        help="also write the counts to FILE in node_exporter's textfile format, atomically "
+        "(its directory must be writable by the user this runs as: the store's owner, when started as root)",
+    )
     _common.add_allow_root(parser)
 
 
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.clear()
     _print(stats, args)
-    return 1 if stats.errors else 0
+    written = _common.write_prometheus("reap", stats, args.prometheus)
+    return 1 if stats.errors or written else 0
 
 
 def _print(stats: ReapStats, args: argparse.Namespace) -> None:
