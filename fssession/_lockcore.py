@@ -153,10 +153,7 @@ def acquire(
     the lock it returns the new directory, which the attempt uses from then on
     (the hold's ``directory``).
     """
-    timeout = settings.timeout if timeout is None else timeout
-    delay = settings.poll_interval if poll_interval is None else poll_interval
-    start = boot_clock()
-    deadline = None if timeout < 0 or timeout == float("inf") else start + timeout
+    pacer = _Pacer(settings, settings.timeout if timeout is None else timeout, poll_interval, blocking, cancel_check)
     state = _Attempt(directory, prefix, settings, clock, dir_stamps, on_empty, observer)
     candidates = list(guesses)
     quick = 0
@@ -164,38 +161,76 @@ def acquire(
     while True:
         tried = boot_clock()
         hold = _try(state, candidates)
-        if hold is not None:
-            return _acquired(state, hold, start)
-        if quick or tried - state.listed_at >= _inspect_every(settings):
+        if hold is None and (quick or tried - state.listed_at >= _inspect_every(settings)):
             outcome = _inspect(state)
             if isinstance(outcome, Hold):
-                return _acquired(state, outcome, start)
-            if outcome is None and quick < _QUICK_RETRIES:
+                hold = outcome
+            elif outcome is None and quick < _QUICK_RETRIES:
                 # It changed under our eyes (freed, or taken by someone
                 # faster): look again at once rather than back off.
                 quick += 1
                 candidates = []
                 continue
-            holder_text = outcome or holder_text
+            else:
+                holder_text = outcome or holder_text
+        if hold is not None:
+            return _acquired(state, hold, pacer.start)
         quick = 0
         candidates = _next_candidates(state, successors)
+        if pacer.give_up():
+            return _give_up(state, pacer, label or directory.path(prefix), holder_text)
+        pacer.sleep(tried)
+
+
+class _Pacer:
+    """When an acquire() call waits, how long, and when it gives up."""
+
+    def __init__(
+        self,
+        settings: LockSettings,
+        timeout: float,
+        poll_interval: float | None,
+        blocking: bool,
+        cancel_check: Callable[[], bool] | None,
+    ) -> None:
+        self.settings = settings
+        self.start = boot_clock()
+        self.deadline = None if timeout < 0 or timeout == float("inf") else self.start + timeout
+        self.delay = settings.poll_interval if poll_interval is None else poll_interval
+        self.blocking = blocking
+        self.cancel_check = cancel_check
+
+    def give_up(self) -> bool:
+        """Whether to stop trying now (not blocking, past the deadline, or cancelled)."""
+        if not self.blocking or (self.deadline is not None and boot_clock() >= self.deadline):
+            return True
+        return self.cancel_check is not None and self.cancel_check()
+
+    def sleep(self, tried: float) -> None:
+        """Back off before the next try (the try began at *tried*).
+
+        Exponential backoff with jitter, capped in proportion to what a try
+        costs here: a waiter sleeps 10 to 20 times as long as it spends
+        trying (bounded load on a file server), yet on a fast disk it does
+        not sleep 50 ms while others take the lock thousands of times.
+        """
         now = boot_clock()
-        if not blocking or (deadline is not None and now >= deadline) or (cancel_check is not None and cancel_check()):
-            won = _landed_after_all(state)
-            if won is not None:
-                return _acquired(state, won, start)
-            emit(observer, "lock_timeout", now - start, holder_text or "")
-            raise LockTimeout(label or directory.path(prefix), holder_text, now - start)
-        # Exponential backoff with jitter, capped in proportion to what a try
-        # costs here: a waiter sleeps 10 to 20 times as long as it spends
-        # trying (bounded load on a file server), yet on a fast disk it does
-        # not sleep 50 ms while others take the lock thousands of times.
-        cap = min(settings.max_poll_interval, max(_MIN_CAP, 20 * (now - tried)))
-        sleep = random.uniform(delay / 2, delay)
-        if deadline is not None:
-            sleep = min(sleep, max(0.0, deadline - now))
-        time.sleep(sleep)
-        delay = min(delay * 2, cap)
+        cap = min(self.settings.max_poll_interval, max(_MIN_CAP, 20 * (now - tried)))
+        pause = random.uniform(self.delay / 2, self.delay)
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - now))
+        time.sleep(pause)
+        self.delay = min(self.delay * 2, cap)
+
+
+def _give_up(state: _Attempt, pacer: _Pacer, label: str, holder_text: str | None) -> Hold:
+    """The last look before a timeout: a rename of ours that landed after all wins; otherwise LockTimeout."""
+    won = _landed_after_all(state)
+    if won is not None:
+        return _acquired(state, won, pacer.start)
+    waited = boot_clock() - pacer.start
+    emit(state.observer, "lock_timeout", waited, holder_text or "")
+    raise LockTimeout(label, holder_text, waited)
 
 
 def _acquired(state: _Attempt, hold: Hold, start: float) -> Hold:

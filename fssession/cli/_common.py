@@ -73,6 +73,16 @@ def enter_store(path: str, allow_root: bool) -> None:
         RootPolicy(allow_root).apply(root.fd)
 
 
+def add_prometheus(parser: argparse.ArgumentParser) -> None:
+    """``--prometheus FILE`` (stats, reap)."""
+    parser.add_argument(
+        "--prometheus",
+        metavar="FILE",
+        help="also write the counts to FILE in node_exporter's textfile format, atomically "
+        "(its directory must be writable by the user this runs as: the store's owner, when started as root)",
+    )
+
+
 def write_prometheus(command: str, stats: Any, path: str | None) -> int:
     """With ``--prometheus FILE``: write *stats* there for node_exporter; 0 done (or not asked), 1 failed."""
     if path is None:

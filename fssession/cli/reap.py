@@ -37,12 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="sweep with N processes (1)")
     parser.add_argument("--lease", type=float, default=30.0, metavar="S", help="the store's lock lease (30)")
     parser.add_argument("--fs-slack", type=float, default=1.0, metavar="S", help="the store's fs_slack (1)")
-    parser.add_argument(
-        "--prometheus",
-        metavar="FILE",
-        help="also write the counts to FILE in node_exporter's textfile format, atomically "
-        "(its directory must be writable by the user this runs as: the store's owner, when started as root)",
-    )
+    _common.add_prometheus(parser)
     _common.add_allow_root(parser)
 
 

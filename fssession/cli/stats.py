@@ -23,12 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temp-age", type=float, default=3600.0, metavar="S", help="temp files older than S s are orphaned (3600)"
     )
-    parser.add_argument(
-        "--prometheus",
-        metavar="FILE",
-        help="also write the counts to FILE in node_exporter's textfile format, atomically "
-        "(its directory must be writable by the user this runs as: the store's owner, when started as root)",
-    )
+    _common.add_prometheus(parser)
     _common.add_allow_root(parser)
 
 
