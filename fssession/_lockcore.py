@@ -92,6 +92,7 @@ class Hold:
     beat: int = 0
     lost: bool = False
     taken_over: bool = False  # acquired by replacing a stale holder
+    waited: bool = False  # others held it when we asked: waiters may be queued behind us
     observer: Observer | None = None
 
     @property
@@ -132,6 +133,7 @@ def acquire(
     *,
     guesses: Sequence[str],
     successors: Callable[[str], Sequence[str]] = lambda v: (v,),
+    hint: Callable[[], Sequence[str]] | None = None,
     timeout: float | None = None,
     blocking: bool = True,
     poll_interval: float | None = None,
@@ -146,7 +148,10 @@ def acquire(
 
     *guesses* are the free values to try first (one rename each);
     *successors* gives the free values a holder with a given value may
-    publish (polled between listings).  ``NoMarker`` when the name has no
+    publish (polled between listings); *hint*, if given, says cheaply which
+    free values are likely now (the store reads the session's header: the
+    committed generation), so that a waiter polls the right names after
+    every handover, not only after a listing.  ``NoMarker`` when the name has no
     marker at all.  *dir_stamps*: the directory is the lock's own, so its
     mtime dates the last change of the marker (rule b without ctime).
     *on_empty* is called when a listing shows no marker; when it (re)creates
@@ -155,6 +160,7 @@ def acquire(
     """
     pacer = _Pacer(settings, settings.timeout if timeout is None else timeout, poll_interval, blocking, cancel_check)
     state = _Attempt(directory, prefix, settings, clock, dir_stamps, on_empty, observer)
+    _yield_to_waiters(state)
     candidates = list(guesses)
     quick = 0
     holder_text: str | None = None
@@ -176,7 +182,7 @@ def acquire(
         if hold is not None:
             return _acquired(state, hold, pacer.start)
         quick = 0
-        candidates = _next_candidates(state, successors)
+        candidates = _next_candidates(state, successors, hint)
         if pacer.give_up():
             return _give_up(state, pacer, label or directory.path(prefix), holder_text)
         pacer.sleep(tried)
@@ -235,6 +241,7 @@ def _give_up(state: _Attempt, pacer: _Pacer, label: str, holder_text: str | None
 
 def _acquired(state: _Attempt, hold: Hold, start: float) -> Hold:
     hold.observer = state.observer
+    hold.waited = state.listed_at > float("-inf")
     if state.observer is not None:
         waited = boot_clock() - start
         emit(state.observer, "lock_acquired", waited, "waited" if state.listed_at > float("-inf") else "at once")
@@ -245,8 +252,10 @@ def _inspect_every(settings: LockSettings) -> float:
     return min(0.25, settings.lease / 8)
 
 
-def _next_candidates(state: _Attempt, successors: Callable[[str], Sequence[str]]) -> list[str]:
-    found: list[str] = []
+def _next_candidates(
+    state: _Attempt, successors: Callable[[str], Sequence[str]], hint: Callable[[], Sequence[str]] | None
+) -> list[str]:
+    found: list[str] = list(hint()) if hint is not None else []
     if state.last_free is not None:
         found.append(state.last_free)
     holder = state.holder
@@ -446,6 +455,24 @@ def release(hold: Hold, value: str) -> None:
     """Free the lock, handing *value* to the next holder."""
     _move(hold, free_name(hold.prefix, value), "release")
     hold.lost = True  # nothing more may be done with this hold
+    if hold.waited:
+        _CONTENDED[(hold.directory.label, hold.prefix)] = boot_clock()
+
+
+# Locks this process released lately after having had to wait for them: there
+# are probably waiters, polling with backoff, and a process that re-takes the
+# lock the instant it let go would beat them every time (that is how waiters
+# starve).  Its next acquire of the same lock steps back for a moment first.
+_CONTENDED: dict[tuple[str, str], float] = {}
+_YIELD = 0.004  # about two of a waiter's polls at the backoff's smallest cap
+
+
+def _yield_to_waiters(state: _Attempt) -> None:
+    released = _CONTENDED.pop((state.directory.label, state.prefix), None)
+    if released is not None and boot_clock() - released < 0.1:
+        time.sleep(random.uniform(_YIELD / 2, _YIELD))
+    if len(_CONTENDED) > 1024:
+        _CONTENDED.clear()
 
 
 def discard(hold: Hold) -> None:
