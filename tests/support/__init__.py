@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent.parent
 KEY = "test-secret-key-0123456789"
 
 
