@@ -76,7 +76,7 @@ def test_a_reaper_run_reports_its_counts(tmp_path: Path) -> None:
     store = SessionStore(tmp_path, secret_key=KEY, max_age=100, clock=clock, on_event=seen)
     for _ in range(3):
         store.create()
-    clock.t += 500
+    clock.advance(500)
     store.reap(grace=5)
     (run,) = [e for e in seen.events if e.name == "reap_run"]
     assert run.values["removed"] == 3 and run.values["sessions_seen"] == 3 and run.seconds >= 0

@@ -22,20 +22,8 @@ import pytest
 
 from fssession import SessionStore
 from fssession.layout import REAPER_LOCK, StoreLayout
-from tests.ops.fixtures import (
-    KEY,
-    REPO,
-    LocalUsers,
-    as_user,
-    fssession,
-    local_users,
-    python_as,
-    readonly_fs,
-    root_with_python_for,
-    shared_tmp,
-)
-
-__all__ = ["local_users", "readonly_fs", "shared_tmp"]  # fixtures used here
+from tests.ops.helpers import LocalUsers, as_user, fssession, python_as, root_with_python_for
+from tests.support import KEY, REPO
 
 ENV = {"FSSESSION_SECRET_KEY": KEY}
 ESC = "\x1b"

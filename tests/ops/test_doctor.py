@@ -38,20 +38,9 @@ from tests.fsbed import (
     start_testbed,
     stop_testbed,
 )
-from tests.ops.fixtures import (
-    KEY,
-    LocalUsers,
-    fssession,
-    full_fs,
-    local_users,
-    readonly_fs,
-    root_with_python_for,
-    shared_tmp,
-    unavailable,
-)
-from tests.support import REPO
-
-__all__ = ["full_fs", "local_users", "readonly_fs", "shared_tmp"]  # fixtures used here
+from tests.ops.helpers import LocalUsers, fssession, root_with_python_for
+from tests.support import KEY, REPO
+from tests.support.fixtures import unavailable
 
 DOCTOR = [sys.executable, "-m", "fssession", "doctor"]
 Hostsim = Callable[..., list[str]]

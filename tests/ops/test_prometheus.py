@@ -191,7 +191,7 @@ def test_reaper_runs_give_their_counts(tmp_path: Path) -> None:
     store, registry = observed(tmp_path, max_age=100, clock=clock)
     for _ in range(3):
         store.create()
-    clock.t += 500
+    clock.advance(500)
     store.create()  # live: seen, not removed
     with counting(registry) as moved:
         stats = store.reap(grace=5)
@@ -307,7 +307,7 @@ def test_a_reap_runs_stats_parse_back(tmp_path: Path) -> None:
     store = SessionStore(store_dir, secret_key=KEY, max_age=100, clock=clock)
     for _ in range(2):
         store.create()
-    clock.t += 500
+    clock.advance(500)
     stats = store.reap(grace=5)
     write_textfile(stats, prom / "reap.prom")
     gauges = parse(prom / "reap.prom")

@@ -26,9 +26,7 @@ from fssession._identity import ProcessIdentity, current_identity
 from fssession._markers import HELD, owner_name
 from fssession.layout import StoreLayout
 from fssession.report import inspect_session, store_stats
-from tests.support import REPO
-
-KEY = "test-secret-key-0123456789"
+from tests.support import KEY, REPO
 
 
 def _name(path: Path, sid: str) -> str:

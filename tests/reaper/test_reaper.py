@@ -18,7 +18,7 @@ from fssession._markers import FREE, HELD, owner_name, parse
 from fssession.layout import CURSOR_FILE, REAPER_LOCK, TMP_INFIX
 from fssession.reaper import _BucketSweep, reap
 from tests.fsbed import SharedFS
-from tests.support import KEY, REPO, Clock
+from tests.support import KEY, REPO, Clock, session_files
 
 T0 = 1_800_000_000.0
 ELSEWHERE = ProcessIdentity("0" * 16, "elsewhere", 4242, 1)
@@ -29,7 +29,7 @@ def _store(root: Path, clock: Clock, **kw: object) -> SessionStore:
 
 
 def _session_files(root: Path) -> set[str]:
-    return {p.name for p in root.glob("??/*") if len(p.name) == 64}
+    return {p.name for p in session_files(root)}
 
 
 def _markers(root: Path) -> list[str]:
@@ -41,9 +41,9 @@ def test_removes_expired_keeps_live_and_honours_grace(tmp_path: Path) -> None:
     store = _store(tmp_path, clock)
     old = [store.create({"i": i}) for i in range(20)]
     short = store.create({"short": True}, max_age=10)  # its own lifetime, kept in the file and the marker
-    clock.t += 50
+    clock.advance(50)
     live = [store.create({"i": i}) for i in range(10)]
-    clock.t += 60  # old: idle 110 s > 100; live: 60 s; short: expired 100 s ago
+    clock.advance(60)  # old: idle 110 s > 100; live: 60 s; short: expired 100 s ago
     before = _session_files(tmp_path)
 
     dry = store.reap(grace=20, dry_run=True)
@@ -63,7 +63,7 @@ def test_absolute_expiry_is_judged_from_the_marker_alone(tmp_path: Path, monkeyp
     clock = Clock(T0)
     store = _store(tmp_path, clock, absolute_max_age=200)
     store.create()
-    clock.t += 300
+    clock.advance(300)
     stats = store.reap(grace=5)
     assert stats.removed == 1
 
@@ -72,12 +72,12 @@ def test_a_session_touched_since_it_was_judged_survives(tmp_path: Path, monkeypa
     clock = Clock(T0)
     store = _store(tmp_path, clock)
     sid = store.create({"x": 1})
-    clock.t += 200
+    clock.advance(200)
     path = store.layout.path_for(sid)
     real = _BucketSweep._remove
 
     def touched_meanwhile(self: _BucketSweep, *args: object) -> None:
-        os.utime(path, (clock.t, clock.t))  # a load on another node refreshed it just after it was judged
+        os.utime(path, (clock(), clock()))  # a load on another node refreshed it just after it was judged
         real(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_BucketSweep, "_remove", touched_meanwhile)
@@ -104,7 +104,7 @@ def test_a_held_session_is_skipped_and_a_dead_holders_session_removed(tmp_path: 
     clock = Clock(T0)
     store = _store(tmp_path, clock)
     held, orphan = store.create(), store.create()
-    clock.t += 500
+    clock.advance(500)
     _plant_owner(store.layout.path_for(held))  # a live holder on another host (its lease has not run out)
     # A holder on this host killed with SIGKILL: its marker stays, its PID is gone.
     code = (
@@ -173,7 +173,7 @@ def test_max_seconds_stops_and_the_next_run_resumes(tmp_path: Path) -> None:
     store = _store(tmp_path, clock)
     for _ in range(300):
         store.create()
-    clock.t += 500
+    clock.advance(500)
     first = store.reap(grace=5, max_seconds=1e-9)  # one bucket, then stop
     assert not first.complete and first.directories == 1
     cursor = (tmp_path / CURSOR_FILE).read_text().strip()
@@ -235,7 +235,7 @@ def test_a_planted_fifo_or_symlink_does_not_hang_or_lead_the_reaper_astray(tmp_p
     os.mkfifo(path.parent / ("1" * 64))  # a FIFO with a session's name
     os.mkfifo(tmp_path / CURSOR_FILE)
     os.symlink(victim, tmp_path / "fe")  # a bucket that is a symlink
-    clock.t += 500
+    clock.advance(500)
     stats = store.reap(grace=5)
     assert stats.complete and stats.removed == 1
     assert (victim / "keep").read_text() == "precious" and sorted(os.listdir(victim)) == ["keep"]

@@ -85,7 +85,7 @@ def test_delete_and_the_reaper_clean_the_index(tmp_path: Path) -> None:
     expiring = store.create(owner="alice")
     store.delete(gone)
     assert len(_index_names(tmp_path)) == 1
-    clock.t += 500
+    clock.advance(500)
     stats = store.reap(grace=5)
     assert stats.removed == 1 and stats.owner_entries == 1, stats
     assert _index_names(tmp_path) == [] and store.load(expiring) is None

@@ -14,10 +14,9 @@ from pathlib import Path
 from fssession import SessionStore
 from fssession.layout import TMP_INFIX
 from tests.fsbed import SharedFS
-from tests.support import REPO
+from tests.support import KEY, REPO
 
 WORKER = str(REPO / "tests" / "support" / "storeworker.py")
-KEY = "test-secret-key-0123456789"
 
 
 def _incr(roots: list[Path], sid: str, procs: int, n: int) -> int:

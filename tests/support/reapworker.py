@@ -20,8 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from fssession import SessionNotFound, SessionStore
 from fssession.reaper import reap
-
-KEY = "test-secret-key-0123456789"
+from tests.support import KEY
 
 
 def _visit(store: SessionStore, sid: str, op: int) -> bool:

@@ -15,8 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from fssession import SessionStore
-
-KEY = "test-secret-key-0123456789"
+from tests.support import KEY
 
 
 class _StaleReadCounter(logging.Handler):
