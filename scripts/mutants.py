@@ -118,7 +118,7 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "the cookie's generation is ignored (rollbacks accepted)": (
         "fssession/websession.py",
         [("min_generation=self._cookie_generation)", "min_generation=0)")],
-        "tests/web/test_wsgi.py -k restoring",
+        "tests/web/test_wsgi.py tests/web/test_flask.py tests/web/test_asgi.py -k restoring",
     ),
     "a web commit writes the whole session, not just this request's keys": (
         "fssession/websession.py",
@@ -128,7 +128,18 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "                        stored.clear(); stored.update(self._data)",
             )
         ],
-        "tests/web/test_wsgi.py -k overlap",
+        "tests/web/test_wsgi.py tests/web/test_flask.py tests/web/test_django.py tests/web/test_asgi.py "
+        "tests/web/test_websession.py -k overlap",
+    ),
+    "a Django save writes the whole session, not just this request's keys": (
+        "fssession/django.py",
+        [
+            (
+                "                    apply_changes(stored, sets, deleted)",
+                "                    stored.clear(); stored.update(data)",
+            )
+        ],
+        "tests/web/test_django.py -k overlap",
     ),
     "files opened without O_NONBLOCK (a planted FIFO hangs)": (
         "fssession/_fs.py",

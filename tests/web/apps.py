@@ -3,7 +3,7 @@
 Run as ``python -m tests.web.apps --kind wsgi|flask --path DIR``: serves on
 127.0.0.1 on a free port, prints ``PORT <n>`` and serves until killed.
 
-Routes (the same for both kinds)::
+Routes (the web contract's, tests/web/contract.py; the same for both kinds)::
 
     /noop                  does not touch the session
     /get                   {"data": dict(session), "new": session.new}

@@ -1,71 +1,44 @@
-"""Shared pieces of the web adapter tests: a movable clock, stores, cookie parsing, overlap drivers."""
+"""Shared pieces of the web adapter tests: stores, counting what they are asked, cookies, overlapping requests."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fssession import SessionStore
 from fssession.ids import new_session_id
+from tests.support import KEY, Clock
 
-SECRET = "web-test-secret-key-0123456789abcdef"
-OTHER_SECRET = "some-other-key-0123456789abcdefghij"
 WAIT = 20.0  # a deadlock guard, never a timing assertion: waits end on an event long before this
-
-
-class Clock:
-    """A clock the test moves by hand (the store's ``clock=``)."""
-
-    def __init__(self, start: float | None = None) -> None:
-        # Start at the real time: the store stamps a commit with this clock
-        # just after the rename, and a concurrent load in between sees the
-        # real mtime (see the report: a store fix is asked for).
-        self.now = time.time() if start is None else start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 def make_store(path: Path, clock: Clock | None = None, **options: Any) -> SessionStore:
     """A store on *path* with the test key (and the test's clock, if given)."""
-    return SessionStore(path, SECRET, clock=clock, **options)
+    return SessionStore(path, KEY, clock=clock, **options)
 
 
-class CountingStore(SessionStore):
-    """A store that counts what the adapters ask of it (to prove laziness: no read, no write)."""
+# What the adapters may ask of a store, and the name each call is counted under.
+COUNTED = {"load_versioned": "load", "create": "create", "edit": "edit", "delete": "delete", "rotate": "rotate"}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: list[str] = []
 
-    def load_versioned(self, sid: str, *, min_generation: int = 0) -> tuple[dict[str, Any], int] | None:
-        self.calls.append("load")
-        return super().load_versioned(sid, min_generation=min_generation)
+def count_calls(store: SessionStore) -> list[str]:
+    """Record, from now on, each read or write the adapters ask of *store* (to prove laziness).
 
-    def create(self, data: Any = None, *, max_age: int | None = None, owner: str | None = None) -> str:
-        self.calls.append("create")
-        return super().create(data, max_age=max_age, owner=owner)
+    The methods are wrapped on this instance only, so a store an adapter
+    built itself (Django's, from settings) is counted the same way.
+    """
+    calls: list[str] = []
+    for method, name in COUNTED.items():
+        original = getattr(store, method)
 
-    def edit(self, sid: str, *, max_age: int | None = None, owner: str | None = None) -> Any:
-        self.calls.append("edit")
-        return super().edit(sid, max_age=max_age, owner=owner)
+        def counted(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
 
-    def delete(self, sid: str) -> bool:
-        self.calls.append("delete")
-        return super().delete(sid)
-
-    def rotate(self, sid: str) -> str:
-        self.calls.append("rotate")
-        return super().rotate(sid)
+        setattr(store, method, counted)
+    return calls
 
 
 def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:

@@ -1,10 +1,14 @@
-"""The ASGI middleware through Starlette's TestClient; every file operation is checked to run off the event loop."""
+"""The ASGI middleware through Starlette's TestClient: the web contract, then what only ASGI has.
+
+Every file operation is checked to run off the event loop (the store is an
+``OffLoopStore``, in the contract too).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +21,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from fssession import LockTimeout
+from fssession import LockTimeout, SessionStore
 from fssession.asgi import AsyncSession, SessionMiddleware
 from fssession.websession import split_cookie
-from tests.web.helpers import (
-    SECRET,
-    WAIT,
-    Clock,
-    CountingStore,
-    Overlap,
-    parse_set_cookie,
-    run_threads,
-    tamper,
-    unknown_id,
-)
+from tests.support import KEY, Clock
+from tests.web.contract import Driver, GenerationContract, Reply, WebClient, WebContract
+from tests.web.helpers import WAIT, count_calls, parse_set_cookie
 
 
-class OffLoopStore(CountingStore):
+class OffLoopStore(SessionStore):
     """Fails the request if a file operation runs on an event loop thread."""
 
     def _off_loop(self) -> None:
@@ -64,6 +60,7 @@ class OffLoopStore(CountingStore):
         return super().rotate(sid)
 
 
+# The contract's /set?hold=1 calls HOLD["hold"]; /locked-probe calls HOLD["probe"].
 HOLD: dict[str, Any] = {}
 
 
@@ -88,6 +85,28 @@ async def set_keys(request: Request) -> JSONResponse:
             session[key] = value
     if request.query_params.get("hold"):
         await anyio.to_thread.run_sync(HOLD["hold"])
+    return JSONResponse({})
+
+
+async def del_keys(request: Request) -> JSONResponse:
+    session = session_of(request)
+    await session.aload()
+    for key in request.query_params:
+        session.pop(key, None)
+    return JSONResponse({})
+
+
+async def append(request: Request) -> JSONResponse:
+    session = session_of(request)
+    await session.aload()
+    session["list"].append(request.query_params["v"])  # in place: found at commit by comparing values
+    return JSONResponse({})
+
+
+async def lifetime(request: Request) -> JSONResponse:
+    session = session_of(request)
+    await session.aload()
+    session.max_age = int(request.query_params["s"])
     return JSONResponse({})
 
 
@@ -172,10 +191,13 @@ async def noop(request: Request) -> JSONResponse:
     return JSONResponse({})
 
 
-def make_app(store: CountingStore, **options: Any) -> Starlette:
+def make_app(store: SessionStore, **options: Any) -> Starlette:
     routes = [
         Route("/get", get),
         Route("/set", set_keys),
+        Route("/del", del_keys),
+        Route("/append", append),
+        Route("/lifetime", lifetime),
         Route("/sync-set", sync_set),
         Route("/touch-unloaded", touch_unloaded),
         Route("/login", login),
@@ -191,19 +213,66 @@ def make_app(store: CountingStore, **options: Any) -> Starlette:
     return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, store=store, **options)])
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> OffLoopStore:
-    return OffLoopStore(tmp_path / "sessions", SECRET, clock=clock)
-
-
-def client_for(store: CountingStore, **options: Any) -> TestClient:
+def client_for(store: SessionStore, **options: Any) -> TestClient:
     # https base: the cookie is Secure, and httpx honours that.
     return TestClient(make_app(store, **options), base_url="https://testserver")
+
+
+class ASGIClient(WebClient):
+    """Starlette's TestClient (httpx) over HTTPS."""
+
+    cookie_name = "fssession"
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def get(self, path: str) -> Reply:
+        response = self.client.get(path)
+        cookies = [parse_set_cookie(h) for h in response.headers.get_list("set-cookie")]
+        return Reply(response.status_code, response.json(), cookies, response.headers.get("vary"))
+
+    def cookie(self) -> str | None:
+        return self.client.cookies.get(self.cookie_name) or None
+
+    def set_cookie(self, value: str) -> None:
+        self.client.cookies.delete(self.cookie_name)
+        self.client.cookies.set(self.cookie_name, value, domain="testserver.local")
+
+
+class ASGIDriver(Driver):
+    """The middleware with its defaults (eager loading) on async views; the store checks it is off the loop."""
+
+    cookie_name = "fssession"
+    secure = True
+    refreshes_cookie = True
+    malformed_log = "malformed session cookie"
+    refused_log = "refusing"
+    incr_routes = ("/incr", "/incr-fn", "/sync-incr")  # async with, alocked(fn), and with in a sync view
+    loads_eagerly = True  # the middleware's default (eager=True)
+
+    def open_store(self, root: Path, clock: Clock, **options: Any) -> SessionStore:
+        return OffLoopStore(root, KEY, clock=clock, **options)
+
+    def client(self, store: SessionStore, hold: Callable[[], None] | None = None) -> WebClient:
+        if hold is not None:
+            HOLD["hold"] = hold
+        return ASGIClient(client_for(store))
+
+    def close(self) -> None:
+        HOLD.clear()
+        super().close()
+
+
+class TestContract(WebContract, GenerationContract):
+    driver_class = ASGIDriver
+
+
+# ---------------------------------------------------------------- ASGI only
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> OffLoopStore:
+    return OffLoopStore(tmp_path / "sessions", KEY, clock=Clock())
 
 
 def sid_of(client: TestClient) -> str | None:
@@ -214,34 +283,12 @@ def data_of(client: TestClient) -> dict[str, Any]:
     return dict(client.get("/get").json()["data"])
 
 
-def test_login_modify_logout_rotate(store: OffLoopStore) -> None:
-    client = client_for(store)
-    client.get("/set?cart=apples")
-    anonymous = sid_of(client)
-    response = client.get("/login?user=alice")
-    name, value, attrs = parse_set_cookie(response.headers["set-cookie"])
-    sid = split_cookie(value)[0]
-    assert name == "fssession" and anonymous is not None and sid != anonymous
-    assert {"httponly", "secure"} <= attrs.keys() and attrs["samesite"] == "Lax"
-    assert attrs["max-age"] == str(store.max_age) and attrs["path"] == "/"
-    assert store.load(anonymous) is None
-    client.get("/set?page=2")
-    assert data_of(client) == {"cart": "apples", "user": "alice", "page": "2"}
-    response = client.get("/logout")
-    assert parse_set_cookie(response.headers["set-cookie"])[2]["max-age"] == "0"
-    assert store.load(sid) is None
-    assert data_of(client) == {}
-
-
-def test_untouched_requests_do_no_io_even_when_eager(store: OffLoopStore) -> None:
-    client = client_for(store)
-    client.get("/noop")  # no cookie: nothing to read
-    assert store.calls == []
+def test_a_lazy_session_does_no_io_on_an_untouched_request(store: OffLoopStore) -> None:
     lazy = client_for(store, eager=False)
     lazy.get("/set?a=1")
-    store.calls.clear()
+    calls = count_calls(store)
     lazy.get("/noop")
-    assert store.calls == []
+    assert calls == []
 
 
 def test_lazy_session_refuses_to_block_the_event_loop(store: OffLoopStore) -> None:
@@ -252,80 +299,8 @@ def test_lazy_session_refuses_to_block_the_event_loop(store: OffLoopStore) -> No
     assert data_of(client) == {"a": "1", "sync": "yes"}
 
 
-def test_expiry(store: OffLoopStore, clock: Clock) -> None:
-    client = client_for(store)
-    client.get("/set?a=1")
-    clock.advance(store.max_age + 1)
-    assert data_of(client) == {}
-
-
-def test_bad_cookie_unknown_id_tampered_file(store: OffLoopStore, caplog: pytest.LogCaptureFixture) -> None:
-    client = client_for(store)
-    client.cookies.set("fssession", "garbage", domain="testserver.local")
-    with caplog.at_level(logging.WARNING):
-        assert client.get("/get").status_code == 200
-    assert "malformed session cookie" in caplog.text
-
-    planted = unknown_id()
-    client.cookies.clear()
-    client.cookies.set("fssession", planted, domain="testserver.local")
-    client.get("/set?a=1")
-    sid = sid_of(client)
-    assert sid not in (None, planted) and store.load(planted) is None
-
-    assert sid is not None
-    tamper(store, sid)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        response = client.get("/get")
-    assert response.status_code == 200 and response.json() == {"data": {}, "new": True}
-    assert "refusing" in caplog.text
-
-
-def test_lock_timeout_at_commit_reaches_the_app(tmp_path: Path, clock: Clock) -> None:
-    store = OffLoopStore(tmp_path / "s", SECRET, clock=clock, lock_timeout=0.2)
-    client = client_for(store)
-    client.get("/set?a=1")
-    sid = sid_of(client)
-    assert sid is not None
-    holder = OffLoopStore(tmp_path / "s", SECRET, clock=clock)
-    with holder.edit(sid), pytest.raises(LockTimeout):
-        client.get("/set?a=2")
-    assert store.load(sid) == {"a": "1"}
-
-
-def test_overlapping_requests_keep_both_keys(store: OffLoopStore) -> None:
-    overlap = Overlap()
-    HOLD["hold"] = overlap.hold
-    first = client_for(store)
-    first.get("/set?base=0")
-    sid = sid_of(first)
-    assert sid is not None
-    second = client_for(store)
-    second.cookies.set("fssession", sid, domain="testserver.local")
-    overlap.run(lambda: first.get("/set?a=1&hold=1"), lambda: second.get("/set?b=2"))
-    assert store.load(sid) == {"base": "0", "a": "1", "b": "2"}
-
-
-def test_locked_counter_exact_under_threads(store: OffLoopStore) -> None:
-    client = client_for(store)
-    client.get("/set?a=1")
-    sid = sid_of(client)
-    assert sid is not None
-    routes = ["/incr", "/incr-fn", "/sync-incr"]  # async with, alocked(fn), and with in a sync view
-
-    def work(i: int) -> None:
-        own = client_for(store)
-        own.cookies.set("fssession", sid, domain="testserver.local")
-        for j in range(15):
-            assert own.get(routes[(i + j) % 3]).status_code == 200
-
-    run_threads(6, work)
-    assert store.load(sid) == {"a": "1", "n": 90}
-
-
 def test_async_locked_holds_the_lock_for_the_whole_block(store: OffLoopStore) -> None:
-    other = OffLoopStore(store.root, SECRET, lock_timeout=0.2)
+    other = OffLoopStore(store.root, KEY, lock_timeout=0.2)
 
     def probe(sid: str) -> str:
         try:
@@ -373,12 +348,12 @@ def test_a_request_without_a_cookie_may_use_the_session_directly(store: OffLoopS
 
 
 def test_a_block_cancelled_while_waiting_for_the_lock_never_runs_and_leaves_the_lock_free(tmp_path: Path) -> None:
-    store = OffLoopStore(tmp_path / "s", SECRET)
+    store = OffLoopStore(tmp_path / "s", KEY)
     sid = store.create({"n": 0})
     held, release = threading.Event(), threading.Event()
 
     def other_request() -> None:  # another request holds the session's lock meanwhile
-        with OffLoopStore(tmp_path / "s", SECRET).edit(sid):
+        with OffLoopStore(tmp_path / "s", KEY).edit(sid):
             held.set()
             release.wait(WAIT)
 
@@ -410,5 +385,5 @@ def test_a_block_cancelled_while_waiting_for_the_lock_never_runs_and_leaves_the_
             thread.join(WAIT)
             assert not thread.is_alive(), "the cancelled block's thread still holds the session's lock"
     assert not ran, "a cancelled block ran"
-    with OffLoopStore(tmp_path / "s", SECRET, lock_timeout=WAIT).edit(sid) as data:  # free again
+    with OffLoopStore(tmp_path / "s", KEY, lock_timeout=WAIT).edit(sid) as data:  # free again
         assert data == {"n": 0}, "a cancelled block wrote"

@@ -25,12 +25,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
-from tests.fsbed import REQUIRE_ENV, require_shared
 from tests.support import REPO
+from tests.support.fixtures import unavailable
 from tools.demo.config import MAX_AGE  # the demo's session lifetime: the cookie's Max-Age
 
 BROWSER_UP = REPO / "scripts" / "testbed" / "browser-up"
@@ -38,13 +38,6 @@ START_TIMEOUT = 60.0
 WAIT = 20.0  # a hang guard for page loads, never a timing assertion
 
 pytestmark = pytest.mark.slow
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip with the reason; under FSSESSION_REQUIRE_SHARED=1 (CI) fail instead, like the testbeds."""
-    if require_shared():
-        pytest.fail(f"{reason} [{REQUIRE_ENV}=1, so this is a failure]", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -19,26 +19,18 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 import django
 import pytest
 
-from tests.fsbed import REQUIRE_ENV, require_shared
 from tests.support import REPO
+from tests.support.fixtures import unavailable
 from tests.web.django_upstream import SKIPS
 
 PIP_DOWNLOAD = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q"]
 UPSTREAM_CLASSES = ("SessionTestsMixin", "SessionMiddlewareTests")
 
 pytestmark = pytest.mark.slow
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip with the reason; under FSSESSION_REQUIRE_SHARED=1 (CI) fail instead."""
-    if require_shared():
-        pytest.fail(f"{reason} [{REQUIRE_ENV}=1, so this is a failure]", pytrace=False)
-    pytest.skip(reason)
 
 
 def _cache_root() -> Path:

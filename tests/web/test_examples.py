@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import REPO
-from tests.web.helpers import SECRET, WAIT, run_threads
+from tests.support import KEY, REPO
+from tests.web.helpers import WAIT, run_threads
 
 EXAMPLES = REPO / "examples"
 BIN = Path(sys.executable).parent
@@ -141,7 +141,7 @@ def servers(tmp_path: Path) -> Iterator[Callable[[ServerKind, ServerKind, dict[s
     started: list[Server] = []
 
     def start(first: ServerKind, second: ServerKind, extra_env: dict[str, str]) -> tuple[Server, Server]:
-        env = {**os.environ, "SECRET_KEY": SECRET, "FSSESSION_PATH": str(tmp_path / "sessions"), **extra_env}
+        env = {**os.environ, "SECRET_KEY": KEY, "FSSESSION_PATH": str(tmp_path / "sessions"), **extra_env}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         for n, kind in enumerate((first, second)):
             started.append(Server(kind, env, tmp_path / f"server{n}.log"))
@@ -208,16 +208,16 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_django_example_manage_py_check(tmp_path: Path) -> None:
-    good = manage("check", env={"SECRET_KEY": SECRET, "FSSESSION_PATH": str(tmp_path / "s")})
+    good = manage("check", env={"SECRET_KEY": KEY, "FSSESSION_PATH": str(tmp_path / "s")})
     assert good.returncode == 0 and "no issues" in good.stdout, good.stderr
     assert not (tmp_path / "s").exists(), "manage.py check must not create the store"
 
-    unset = manage("check", env={"SECRET_KEY": SECRET, "FSSESSION_PATH": ""})
+    unset = manage("check", env={"SECRET_KEY": KEY, "FSSESSION_PATH": ""})
     assert unset.returncode == 1 and "fssession.E001" in unset.stderr, unset.stderr
     short = manage("check", env={"SECRET_KEY": "short-key", "FSSESSION_PATH": str(tmp_path / "s")})
     assert short.returncode == 1 and "fssession.E002" in short.stderr, short.stderr
     (tmp_path / "file").write_text("")
-    not_a_dir = manage("check", env={"SECRET_KEY": SECRET, "FSSESSION_PATH": str(tmp_path / "file")})
+    not_a_dir = manage("check", env={"SECRET_KEY": KEY, "FSSESSION_PATH": str(tmp_path / "file")})
     assert not_a_dir.returncode == 1 and "fssession.E004" in not_a_dir.stderr, not_a_dir.stderr
 
 

@@ -1,8 +1,11 @@
-"""The Flask adapter through Flask's own test client (the real-server test is in test_web_wsgi.py)."""
+"""The Flask adapter through Flask's own test client: the web contract, then Flask's configuration and hooks.
+
+The real-server test is in test_servers.py.
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,18 +18,64 @@ from werkzeug.test import TestResponse
 from fssession import LockTimeout, SessionStore
 from fssession.flask import FlaskSession, FSSession
 from fssession.websession import split_cookie
+from tests.support import KEY, OTHER_KEY, Clock
 from tests.web.apps import flask_app
-from tests.web.helpers import (
-    OTHER_SECRET,
-    SECRET,
-    Clock,
-    Overlap,
-    make_store,
-    parse_set_cookie,
-    run_threads,
-    tamper,
-    unknown_id,
-)
+from tests.web.contract import Cookie, Driver, GenerationContract, Reply, WebClient, WebContract
+from tests.web.helpers import make_store, parse_set_cookie
+
+HTTPS = "https://localhost/"
+
+
+def app_for(store: SessionStore, hold: Callable[[], None] | None = None, **config: Any) -> Flask:
+    """The contract's routes on Flask with fssession, using *store*, with *config* added."""
+    app: Flask = flask_app({"SECRET_KEY": KEY, "FSSESSION_STORE": store, **config}, hold)
+    app.testing = True
+    return app
+
+
+def set_cookies(response: TestResponse) -> list[Cookie]:
+    """The response's Set-Cookie headers, parsed."""
+    return [parse_set_cookie(h) for h in response.headers.getlist("Set-Cookie")]
+
+
+class FlaskContractClient(WebClient):
+    """Flask's test client, over HTTPS (where Flask's default makes the cookie Secure)."""
+
+    cookie_name = "session"
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def get(self, path: str) -> Reply:
+        response = self.client.get(path, base_url=HTTPS)
+        return Reply(response.status_code, response.json, set_cookies(response), response.headers.get("Vary"))
+
+    def cookie(self) -> str | None:
+        found = self.client.get_cookie(self.cookie_name)
+        return found.value if found else None
+
+    def set_cookie(self, value: str) -> None:
+        self.client.set_cookie(self.cookie_name, value)
+
+
+class FlaskDriver(Driver):
+    """FSSession with a ready-made store and Flask's defaults otherwise; exceptions propagate (testing)."""
+
+    cookie_name = "session"
+    secure = True
+    refreshes_cookie = True
+    malformed_log = "malformed session cookie"
+    refused_log = "refusing"
+
+    def client(self, store: SessionStore, hold: Callable[[], None] | None = None) -> WebClient:
+        return FlaskContractClient(app_for(store, hold).test_client())
+
+
+class TestContract(WebContract, GenerationContract):
+    driver_class = FlaskDriver
+
+
+# ---------------------------------------------------------------- Flask only
 
 
 @pytest.fixture
@@ -39,34 +88,16 @@ def store(tmp_path: Path, clock: Clock) -> SessionStore:
     return make_store(tmp_path / "sessions", clock)
 
 
-def app_for(store: SessionStore, overlap: Overlap | None = None, **config: Any) -> Flask:
-    app: Flask = flask_app(
-        {"SECRET_KEY": SECRET, "FSSESSION_STORE": store, **config}, overlap.hold if overlap else None
-    )
-    app.testing = True
-    return app
-
-
-def set_cookies(response: TestResponse) -> list[tuple[str, str, dict[str, str]]]:
-    return [parse_set_cookie(h) for h in response.headers.getlist("Set-Cookie")]
-
-
 def sid_of(client: FlaskClient) -> str | None:
     cookie = client.get_cookie("session")
     return split_cookie(cookie.value)[0] if cookie else None
 
 
-def data_of(client: FlaskClient) -> dict[str, Any]:
-    body = client.get("/get").json
-    assert body is not None
-    return dict(body["data"])
-
-
 def test_configured_from_app_config(tmp_path: Path) -> None:
     app = Flask("cfg")
     app.config.update(
-        SECRET_KEY=SECRET,
-        SECRET_KEY_FALLBACKS=[OTHER_SECRET],
+        SECRET_KEY=KEY,
+        SECRET_KEY_FALLBACKS=[OTHER_KEY],
         FSSESSION_PATH=str(tmp_path / "s"),
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=5),
         FSSESSION_STORE_OPTIONS={"lock_timeout": 3.0},
@@ -78,7 +109,7 @@ def test_configured_from_app_config(tmp_path: Path) -> None:
     assert ext.store.max_age == 300
     assert ext.store.lock_timeout == 3.0
     # SECRET_KEY signs; a fallback still verifies what an older key signed.
-    old = SessionStore(tmp_path / "s", OTHER_SECRET)
+    old = SessionStore(tmp_path / "s", OTHER_KEY)
     sid = old.create({"user": "alice"})
     assert ext.store.load(sid) == {"user": "alice"}
     assert app.extensions["fssession"] is ext
@@ -86,7 +117,7 @@ def test_configured_from_app_config(tmp_path: Path) -> None:
 
 def test_missing_configuration_is_reported() -> None:
     app = Flask("cfg")
-    app.config["SECRET_KEY"] = SECRET
+    app.config["SECRET_KEY"] = KEY
     with pytest.raises(RuntimeError, match="FSSESSION_PATH"):
         FSSession(app)
 
@@ -98,25 +129,16 @@ def test_a_short_key_is_named(tmp_path: Path) -> None:
         FSSession(app)
 
     with pytest.raises(RuntimeError, match=r"SECRET_KEY_FALLBACKS\[1\] is 5 bytes"):
-        init(SECRET_KEY=SECRET, SECRET_KEY_FALLBACKS=[OTHER_SECRET, "short"])
+        init(SECRET_KEY=KEY, SECRET_KEY_FALLBACKS=[OTHER_KEY, "short"])
     with pytest.raises(RuntimeError, match=r"^FSSession: SECRET_KEY is 3 bytes"):
         init(SECRET_KEY="abc")
     with pytest.raises(RuntimeError, match=r"FSSESSION_SECRET_KEY is 3 bytes"):
-        init(SECRET_KEY=SECRET, FSSESSION_SECRET_KEY="abc")
-    init(SECRET_KEY="abc", FSSESSION_SECRET_KEY=SECRET, SECRET_KEY_FALLBACKS=["short"])  # ours: fallbacks unused
+        init(SECRET_KEY=KEY, FSSESSION_SECRET_KEY="abc")
+    init(SECRET_KEY="abc", FSSESSION_SECRET_KEY=KEY, SECRET_KEY_FALLBACKS=["short"])  # ours: fallbacks unused
 
 
-def test_session_is_ours_and_lazy(tmp_path: Path) -> None:
-    from tests.web.helpers import CountingStore
-
-    store = CountingStore(tmp_path / "s", SECRET)
+def test_the_session_is_ours(store: SessionStore) -> None:
     app = app_for(store)
-    client = app.test_client()
-    client.get("/set?a=1")
-    store.calls.clear()
-    response = client.get("/noop")
-    assert store.calls == []
-    assert response.headers.getlist("Set-Cookie") == []
     with app.test_request_context("/"):
         assert isinstance(session._get_current_object(), FlaskSession)  # type: ignore[attr-defined]
 
@@ -124,7 +146,7 @@ def test_session_is_ours_and_lazy(tmp_path: Path) -> None:
 def test_login_cookie_attributes(tmp_path: Path) -> None:
     app = flask_app(
         {
-            "SECRET_KEY": SECRET,
+            "SECRET_KEY": KEY,
             "FSSESSION_PATH": str(tmp_path / "s"),
             "PERMANENT_SESSION_LIFETIME": timedelta(minutes=10),
         }
@@ -167,9 +189,6 @@ def cookie_attrs(store: SessionStore, url: str = "http://localhost/", headers: A
     return attrs
 
 
-HTTPS = "https://localhost/"
-
-
 def test_flask_secure_setting_is_honoured(store: SessionStore) -> None:
     # Left at Flask's default: Secure exactly when the request came over HTTPS.
     assert "secure" not in cookie_attrs(store)
@@ -205,23 +224,6 @@ def test_logout_clears_the_cookie_with_the_same_attributes(store: SessionStore) 
     assert "secure" in attrs and attrs["samesite"] == "Strict"
 
 
-def test_modify_logout_and_rotate(store: SessionStore) -> None:
-    client = app_for(store).test_client()
-    client.get("/set?cart=apples")
-    anonymous = sid_of(client)
-    client.get("/login?user=alice")
-    sid = sid_of(client)
-    assert anonymous is not None and sid is not None and sid != anonymous
-    assert store.load(anonymous) is None
-    client.get("/set?page=2")
-    assert data_of(client) == {"cart": "apples", "user": "alice", "page": "2"}
-    response = client.get("/logout")
-    [(_, value, attrs)] = set_cookies(response)
-    assert value == "" and attrs["max-age"] == "0"
-    assert store.load(sid) is None
-    assert data_of(client) == {}
-
-
 def test_permanent_flag_is_stored_per_session(store: SessionStore) -> None:
     app = app_for(store, SESSION_PERMANENT=False)
 
@@ -235,36 +237,6 @@ def test_permanent_flag_is_stored_per_session(store: SessionStore) -> None:
     assert "max-age" not in attrs
     [(_, _, attrs)] = set_cookies(client.get("/remember"))
     assert attrs["max-age"] == str(store.max_age)
-
-
-def test_expiry(store: SessionStore, clock: Clock) -> None:
-    client = app_for(store).test_client()
-    client.get("/set?a=1")
-    clock.advance(store.max_age + 1)
-    assert data_of(client) == {}
-
-
-def test_tampered_cookie_and_file_and_unknown_id(store: SessionStore, caplog: pytest.LogCaptureFixture) -> None:
-    client = app_for(store).test_client()
-    client.set_cookie("session", "not-a-session-id")
-    with caplog.at_level(logging.WARNING):
-        assert client.get("/get").status_code == 200
-    assert "malformed session cookie" in caplog.text
-
-    planted = unknown_id()
-    client.set_cookie("session", planted)
-    client.get("/set?a=1")
-    assert sid_of(client) not in (None, planted)
-    assert not store.exists(planted)
-
-    sid = sid_of(client)
-    assert sid is not None
-    tamper(store, sid)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        response = client.get("/get")
-    assert response.status_code == 200 and response.json == {"data": {}, "new": True}
-    assert "refusing" in caplog.text
 
 
 def test_lock_timeout_at_commit_is_visible_to_the_app(tmp_path: Path, clock: Clock) -> None:
@@ -287,33 +259,3 @@ def test_lock_timeout_at_commit_is_visible_to_the_app(tmp_path: Path, clock: Clo
     assert response.status_code == 503
     assert isinstance(seen[0], LockTimeout)
     assert store.load(sid) == {"a": "1"}
-
-
-def test_overlapping_requests_keep_both_keys(store: SessionStore) -> None:
-    overlap = Overlap()
-    app = app_for(store, overlap)
-    first = app.test_client()
-    first.get("/set?base=0")
-    sid = sid_of(first)
-    assert sid is not None
-    second = app.test_client()
-    second.set_cookie("session", sid)
-    overlap.run(lambda: first.get("/set?a=1&hold=1"), lambda: second.get("/set?b=2"))
-    assert store.load(sid) == {"base": "0", "a": "1", "b": "2"}
-
-
-def test_locked_counter_exact_under_threads(store: SessionStore) -> None:
-    app = app_for(store)
-    client = app.test_client()
-    client.get("/set?a=1")
-    sid = sid_of(client)
-    assert sid is not None
-
-    def work(_: int) -> None:
-        own = app.test_client()
-        own.set_cookie("session", sid)
-        for _ in range(15):
-            assert own.get("/incr").status_code == 200
-
-    run_threads(6, work)
-    assert store.load(sid) == {"a": "1", "n": 90}
