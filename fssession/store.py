@@ -290,6 +290,10 @@ class SessionStore(StoreCore):
             for name in names:
                 ended += self._delete_name(name, only_tag=tag)
                 self.owners.remove(tag, name)
+                # A login between its two steps (entry written, file not yet):
+                # if it checked its entry before the removal above, its file is
+                # there now, and it is ended here; if after, it ends itself.
+                ended += self._delete_name(name, only_tag=tag)
         raise StorageError(errno.EAGAIN, "sessions of this owner keep appearing faster than they end", owner)
 
     def end_session(self, owner: str, handle: str) -> bool:
