@@ -31,17 +31,17 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "        if False:\n            pass",
             ),
         ],
-        "tests/test_lock_processes.py tests/test_lock_review.py -k 'reply_was_lost or unknown_answer'",
+        "tests/lock/test_processes.py tests/lock/test_review.py -k 'reply_was_lost or unknown_answer'",
     ),
     "no lease check (live holders taken over)": (
         CORE,
         [("    if watched > lease or (age is not None and age > lease):", "    if True:")],
-        "tests/test_lock_api.py tests/test_lock_processes.py -k 'live_holder or stopped'",
+        "tests/lock/test_api.py tests/lock/test_processes.py -k 'live_holder or stopped'",
     ),
     "a recorded lease trusted without a bound": (
         CORE,
         [("    lease = min(recorded, settings.lease_cap) * (1 + DRIFT)", "    lease = recorded * (1 + DRIFT)")],
-        "tests/test_lock_api.py -k max_lease",
+        "tests/lock/test_api.py -k max_lease",
     ),
     "acquire and take over by delete-and-create instead of an exact-name rename": (
         CORE,
@@ -51,7 +51,7 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "        state.directory.unlink_quietly(source)\n        state.directory.symlink('x', ours)",
             )
         ],
-        "tests/test_lock_processes.py -k 'double_break or slow_breaker or exclusion'",
+        "tests/lock/test_processes.py -k 'double_break or slow_breaker or exclusion'",
     ),
     "release without the exact-name rename": (
         CORE,
@@ -62,22 +62,22 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "    hold.directory.symlink('x', free_name(hold.prefix, value))",
             )
         ],
-        "tests/test_lock_processes.py tests/test_lock_api.py -k 'stopped or release_of_lost'",
+        "tests/lock/test_processes.py tests/lock/test_api.py -k 'stopped or release_of_lost'",
     ),
     "judge a holder's age by the local clock": (
         CORE,
         [("        now = state.clock()\n", "        now = state.clock()\n        now = __import__('time').time()\n")],
-        "tests/test_lock_shared.py -k 'skew and sshfs'",
+        "tests/lock/test_shared.py -k 'skew and sshfs'",
     ),
     "an edit trusts its first read under the lock (no stale-read check)": (
         STORE,
         [("            if again.header.generation >= wanted:", "            if True:")],
-        "tests/test_store.py -k 'rereads or lost_the_lock'",
+        "tests/store/test_store.py -k 'rereads or lost_the_lock'",
     ),
     "no fence before the commit": (
         STORE,
         [("            _lockcore.fence(hold, value)\n", "            pass\n")],
-        "tests/test_store.py -k lost_the_lock_writes_nothing",
+        "tests/store/test_store.py -k lost_the_lock_writes_nothing",
     ),
     "a file not bound to its session id": (
         "fssession/fileformat.py",
@@ -88,12 +88,12 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
             ),
             ("    for key in keyring.candidates(header.hint, sid):", "    for key in [keyring.signing]:"),
         ],
-        "tests/test_store.py tests/test_fileformat.py -k 'moved_onto or own_session'",
+        "tests/store/test_store.py tests/core/test_fileformat.py -k 'moved_onto or own_session'",
     ),
     "the reaper removes without judging the session again under its lock": (
         REAPER,
         [("        if not self._expired(None, idle, expires, st.st_mtime):", "        if False:")],
-        "tests/test_reaper.py -k touched_since",
+        "tests/reaper/test_reaper.py -k touched_since",
     ),
     "the reaper ignores session locks": (
         REAPER,
@@ -103,7 +103,7 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "            self.dir.unlink(name)\n            self.stats.removed += 1\n            return",
             )
         ],
-        "tests/test_reaper.py -k held_session",
+        "tests/reaper/test_reaper.py -k held_session",
     ),
     "a login racing end_sessions is not re-checked": (
         "fssession/store.py",
@@ -113,12 +113,12 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "        self._publish_new(name, blob, header)",
             )
         ],
-        "tests/test_owners.py -k racing",
+        "tests/store/test_owners.py -k racing",
     ),
     "the cookie's generation is ignored (rollbacks accepted)": (
         "fssession/websession.py",
         [("min_generation=self._cookie_generation)", "min_generation=0)")],
-        "tests/test_web_wsgi.py -k restoring",
+        "tests/web/test_wsgi.py tests/web/test_flask.py tests/web/test_asgi.py -k restoring",
     ),
     "a web commit writes the whole session, not just this request's keys": (
         "fssession/websession.py",
@@ -128,7 +128,18 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "                        stored.clear(); stored.update(self._data)",
             )
         ],
-        "tests/test_web_wsgi.py -k overlap",
+        "tests/web/test_wsgi.py tests/web/test_flask.py tests/web/test_django.py tests/web/test_asgi.py "
+        "tests/web/test_websession.py -k overlap",
+    ),
+    "a Django save writes the whole session, not just this request's keys": (
+        "fssession/django.py",
+        [
+            (
+                "                    apply_changes(stored, sets, deleted)",
+                "                    stored.clear(); stored.update(data)",
+            )
+        ],
+        "tests/web/test_django.py -k overlap",
     ),
     "files opened without O_NONBLOCK (a planted FIFO hangs)": (
         "fssession/_fs.py",
@@ -138,7 +149,7 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC",
             )
         ],
-        "tests/test_store.py -k fifo",
+        "tests/store/test_store.py -k fifo",
     ),
     "directories opened following symlinks": (
         "fssession/_fs.py",
@@ -148,7 +159,7 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC",
             )
         ],
-        "tests/test_store.py tests/test_reaper.py -k 'symlinks_are_never_followed or fifo_or_symlink'",
+        "tests/store/test_store.py tests/reaper/test_reaper.py -k 'symlinks_are_never_followed or fifo_or_symlink'",
     ),
 }
 

@@ -1,4 +1,4 @@
-"""A real Flask app (tests/webserver.py's routes on fssession.flask) in a web user's process, driven by the test.
+"""A real Flask app (tests/web/apps.py's routes on fssession.flask) in a web user's process, driven by the test.
 
 ``python -m tests.hostile.flaskdriver CONFIG_JSON`` reads one JSON command per
 line on stdin and answers each with one JSON line:
@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from tests.webserver import flask_app
+from tests.web.apps import flask_app
 
 COOKIE = "session"  # Flask's SESSION_COOKIE_NAME
 
