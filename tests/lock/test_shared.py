@@ -131,7 +131,7 @@ def test_exclusion_across_mounts_and_hosts(shared_fs: SharedFS, hostsim: Hostsim
 
 
 def test_hammering_leaves_no_ghosts_and_no_false_losses(shared_fs: SharedFS, tmp_path: Path) -> None:
-    """8 processes on two mounts, 30 s leases, requests that wait 5 s at most, for 10 s.
+    """8 processes on two mounts, 30 s leases, 40 holds each, requests that wait 20 s at most.
 
     On GlusterFS a publish can land although it reported EEXIST, and a rename
     can fail with ENOENT for a moment although its source is there: either,
@@ -142,12 +142,12 @@ def test_hammering_leaves_no_ghosts_and_no_false_losses(shared_fs: SharedFS, tmp
     a, b = shared_fs.fresh_dir("stress")
     outs = [tmp_path / f"iv{i}" for i in range(8)]
     procs = [
-        spawn(worker_argv("stress", (a if i % 2 else b) / "s.lock", out, 10), lease=30) for i, out in enumerate(outs)
+        spawn(worker_argv("stress", (a if i % 2 else b) / "s.lock", out, 40), lease=30) for i, out in enumerate(outs)
     ]
-    results = [finish(p, timeout=300) for p in procs]
+    results = [finish(p, timeout=900) for p in procs]
     assert sum(r["timeouts"] for r in results) == 0, results
     assert sum(r["lost"] for r in results) == 0, results
-    assert sum(r["holds"] for r in results) > 100, results
+    assert sum(r["holds"] for r in results) == 8 * 40, results
     assert overlaps(read_intervals(outs)) == []
 
 
@@ -190,17 +190,17 @@ def test_stopped_holder_is_fenced_across_mounts(shared_fs: SharedFS, hostsim: Ho
     a, b = shared_fs.fresh_dir("fence")
     lease = 2.0
     holder = spawn(worker_argv("hold", a / "s.lock"), prefix=hostsim("web1"), lease=lease)
-    assert read_line(holder).startswith("HELD")
+    held = read_line(holder)
+    assert held.startswith("HELD")
     inner = descendant_running(holder)
     os.kill(inner, signal.SIGSTOP)
     try:
         new = MkdirLock(b / "s.lock", lease=30)
-        start = time.monotonic()
-        new.acquire(timeout=lease + 4)
-        took = time.monotonic() - start
+        new.acquire(timeout=lease + 60)
+        took = (raw_monotonic_ns() - int(held.split()[2])) / 1e9  # from the holder's reading after its acquire
     finally:
         os.kill(inner, signal.SIGCONT)
-    assert took >= lease * 0.9 - 1.0  # up to 1 s of the lease may have passed before the stop
+    assert took >= lease * 0.9, "a live holder was taken over before its lease ran out"
     send(holder, "release")
     reply = read_line(holder)
     assert reply.startswith("LOST release"), reply
