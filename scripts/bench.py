@@ -11,9 +11,13 @@ Lock section (issue 2):
 The machines are shared and noisy: each timing is the median of several
 rounds, and only ratios taken in the same run are compared.
 
-Usage: scripts/bench [--dir DIR ...] [--quick] [--json OUT]
+Usage: scripts/bench [--dir DIR ...] [--testbed sshfs|gluster|nfs ...] [--quick] [--json OUT]
 Each --dir is benchmarked (default: a directory on local disk, plus /dev/shm).
 Shared mounts: pass a mount path, e.g. one printed by scripts/testbed/sshfs-up.
+--testbed nfs boots the NFS VM (scripts/testbed/nfs-vm-up) and runs this script
+inside it on each profile in FSSESSION_NFS_PROFILES (default v3,v42): two kernel
+NFS clients of one export.  Under TCG emulation only the ratios and syscall
+counts mean anything, not the times.
 """
 
 from __future__ import annotations
@@ -296,6 +300,36 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bench_nfs_guest(quick: bool) -> dict[str, Any]:
+    """Inside the NFS VM (nfs-vm-run): the profile's two NFS clients."""
+    profile = os.environ["NFSVM_PROFILE"]
+    one, two = Path(os.environ["TESTBED_MOUNT_1"]), Path(os.environ["TESTBED_MOUNT_2"])
+    return bench_dir(one, quick, two, f"kernel NFS {profile}, two clients of one export (in a QEMU guest)")
+
+
+def bench_nfs(quick: bool) -> list[dict[str, Any]]:
+    """Boot the NFS VM and run this benchmark inside it on each profile."""
+    from tests.nfsbed import start_nfs_vm, stop_nfs_vm
+
+    profiles = [p for p in os.environ.get("FSSESSION_NFS_PROFILES", "v3,v42").split(",") if p]
+    print("bringing up the NFS VM ...", file=sys.stderr)
+    vm = start_nfs_vm()
+    results = []
+    try:
+        for profile in profiles:
+            out = vm.base / f"bench-{profile}.json"
+            argv = [sys.executable, "scripts/bench.py", "--in-nfs-guest", "--json", str(out)]
+            proc = vm.run(profile, [*argv, *(["--quick"] if quick else [])], timeout=7200)
+            if proc.returncode != 0:
+                print(f"NFS {profile} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}", file=sys.stderr)
+                continue
+            print(f"(in the {vm.accel.upper()} guest)\n{proc.stdout}", flush=True)
+            results += json.loads(out.read_text())
+    finally:
+        stop_nfs_vm(vm)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, action="append", help="directory to benchmark (repeatable)")
@@ -304,12 +338,18 @@ def main() -> int:
     parser.add_argument(
         "--testbed",
         action="append",
-        choices=["sshfs", "gluster"],
+        choices=["sshfs", "gluster", "nfs"],
         help="bring up this shared-filesystem testbed (two mounts of one export; needs root) and benchmark it",
     )
+    parser.add_argument("--in-nfs-guest", action="store_true", help=argparse.SUPPRESS)  # set by --testbed nfs
     args = parser.parse_args()
-    dirs = args.dir or ([] if args.testbed else [Path(tempfile.gettempdir()), Path("/dev/shm")])
-    results = []
+    results: list[dict[str, Any]] = []
+    if args.in_nfs_guest:
+        results.append(bench_nfs_guest(args.quick))
+        print(report(results[-1]) + "\n", flush=True)
+        dirs: list[Path] = []
+    else:
+        dirs = args.dir or ([] if args.testbed else [Path(tempfile.gettempdir()), Path("/dev/shm")])
     for d in dirs:
         print(f"benchmarking {d} ...", file=sys.stderr)
         results.append(bench_dir(d, args.quick))
@@ -317,6 +357,9 @@ def main() -> int:
     for kind in args.testbed or []:
         from tests.fsbed import start_testbed, stop_testbed
 
+        if kind == "nfs":
+            results += bench_nfs(args.quick)
+            continue
         print(f"bringing up the {kind} testbed ...", file=sys.stderr)
         bed = start_testbed(kind)
         try:

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real shared-filesystem testbeds and simulated hosts (tests/fsbed.py)."""
+"""Shared fixtures: the shared-filesystem testbeds, simulated hosts (tests/fsbed.py), the NFS VM (tests/nfsbed.py)."""
 
 from tests.fsbed import hostsim, shared_fs
+from tests.nfsbed import nfs_vm
 
-__all__ = ["hostsim", "shared_fs"]
+__all__ = ["hostsim", "nfs_vm", "shared_fs"]
