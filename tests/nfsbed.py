@@ -86,7 +86,7 @@ class InnerRun:
         """One line per inner test (outcome, seconds, id), then the seconds per profile."""
         lines = [f"  {o:7} {s:7.1f} s  {name}" for name, o, s in self.cases]
         for profile in self.profiles:
-            mine = [s for name, _, s in self.cases if f"[nfs-{profile}" in name]
+            mine = [s for name, _, s in self.cases if _has_profile(name, profile)]
             lines.append(f"  {profile}: {len(mine)} tests, {sum(mine):.0f} s")
         return "\n".join(lines)
 
@@ -144,6 +144,12 @@ class NfsVM:
         counts, cases = read_junit(report)
         report.unlink(missing_ok=True)
         return InnerRun(list(profiles), proc.returncode, proc.stdout, seconds, counts, cases)
+
+
+def _has_profile(test_id: str, profile: str) -> bool:
+    """True if TEST_ID ran on PROFILE: its parameters include "nfs-PROFILE" (not "nfs-PROFILEac1")."""
+    params = test_id.partition("[")[2].rstrip("]").split("-")
+    return any(params[i : i + 2] == ["nfs", profile] for i in range(len(params) - 1))
 
 
 def read_junit(path: Path) -> tuple[dict[str, int], list[tuple[str, str, float]]]:

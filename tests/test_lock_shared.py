@@ -235,7 +235,6 @@ def test_skewed_clocks_do_not_break_a_live_lock(shared_fs: SharedFS, hostsim: Ho
     assert (r["at"] - died) / 1e9 <= lease + 2.0
 
 
-@pytest.mark.nfs
 def test_lock_record_is_readable_from_the_other_mount(shared_fs: SharedFS) -> None:
     a, b = shared_fs.fresh_dir("record")
     lock = MkdirLock(a / "s.lock", lease=30)

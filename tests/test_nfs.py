@@ -98,6 +98,9 @@ def test_an_inner_run_passes_only_if_tests_ran_and_none_failed(tmp_path: Path) -
     counts, cases = read_junit(_report(tmp_path, [SKIP], skipped=1))
     assert InnerRun(["v3"], 0, "", 1.0, counts, cases).problems() == ["no test ran"]
 
+    run = InnerRun(["v3", "v3ac1"], 0, "", 1.0, counts, [*cases, ("t::test_d[nfs-v3ac1-x]", "passed", 4.0)])
+    assert run.summary().splitlines()[-2:] == ["  v3: 1 tests, 0 s", "  v3ac1: 1 tests, 4 s"]
+
     counts, cases = read_junit(tmp_path / "missing.xml")
     assert counts == {} and cases == []
     assert InnerRun(["v3"], 0, "", 1.0, counts, cases).problems() == [

@@ -24,6 +24,8 @@ within CAP".  Probes (all by default):
             FIFO opens with O_NONBLOCK, racing mkdir of one name from both clients
   symswap   A renames a new symlink over an existing one while B reads it;
             rename of a missing source (plain, and one that B's cache still has)
+  removed   A removes a directory / file that B has looked at: how long does B's
+            lstat still find it, and what do listing / opening it give meanwhile?
 """
 
 from __future__ import annotations
@@ -274,8 +276,15 @@ def _read_once(path: Path) -> tuple[str, int]:
     return "ok", k
 
 
+RECOVERIES = ("reopen", "lstat(path), reopen", "listdir(parent), reopen")
+
+
 def probe_replace(pair: Pair, reads: int) -> dict[str, Any]:
-    """A replaces f by rename as fast as it can; B reads f READS times."""
+    """A replaces f by rename as fast as it can; B reads f READS times per way of recovering from a failed read."""
+    return {how: _replace_trial(pair, reads, how) for how in RECOVERIES}
+
+
+def _replace_trial(pair: Pair, reads: int, how: str) -> dict[str, Any]:
     da, db = pair.fresh("replace")
     (da / "f").write_bytes(_content(1))
     time.sleep(0.2)
@@ -283,7 +292,7 @@ def probe_replace(pair: Pair, reads: int) -> dict[str, Any]:
     writer = FORK.Process(target=_replacer, args=(str(da), stop, count))
     writer.start()
     outcomes: Counter[str] = Counter()
-    retries: Counter[str] = Counter()
+    recovery = Recovery()
     newest, backwards = 0, 0
     start = time.monotonic()
     try:
@@ -291,7 +300,7 @@ def probe_replace(pair: Pair, reads: int) -> dict[str, Any]:
             what, k = _read_once(db / "f")
             outcomes[what] += 1
             if what != "ok":
-                k = _retry(db / "f", retries)
+                k = recovery.recover(db / "f", how, count)
             if k and k < newest:
                 backwards += 1
             newest = max(newest, k)
@@ -303,20 +312,46 @@ def probe_replace(pair: Pair, reads: int) -> dict[str, Any]:
         "seconds": round(time.monotonic() - start, 1),
         "replacements": count.value - 1,
         "outcomes": dict(outcomes),
-        "after_a_failed_read_ok_on_retry_number": dict(retries),
+        "recovery": recovery.report(),
         "older_version_after_a_newer_one": backwards,
     }
 
 
-def _retry(path: Path, tally: Counter[str]) -> int:
-    """Re-run open/fstat/read/close at once, up to 5 times; tally which attempt first succeeded."""
-    for attempt in range(1, 6):
-        what, k = _read_once(path)
-        if what == "ok":
-            tally[str(attempt)] += 1
-            return k
-    tally["none of 5"] += 1
-    return 0
+class Recovery:
+    """Retries after a failed read, until one succeeds (30 s at most), and what they took."""
+
+    def __init__(self) -> None:
+        self.attempts: Counter[str] = Counter()
+        self.worst_s = 0.0
+        self.failed_again_with_no_new_replacement = 0
+
+    def recover(self, path: Path, how: str, count: Any) -> int:
+        """Retry reading PATH the way HOW says; the version read, or 0 if none within 30 s."""
+        start = time.monotonic()
+        attempt, seen = 0, count.value
+        while time.monotonic() - start < 30:
+            attempt += 1
+            if how.startswith("lstat"):
+                lstat_or_errno(path)
+            elif how.startswith("listdir"):
+                _names(path.parent)
+            what, k = _read_once(path)
+            if what == "ok":
+                self.attempts[str(attempt) if attempt < 4 else "4-9" if attempt < 10 else "10+"] += 1
+                self.worst_s = max(self.worst_s, time.monotonic() - start)
+                return k
+            self.failed_again_with_no_new_replacement += count.value == seen
+            seen = count.value
+        self.attempts["none in 30 s"] += 1
+        return 0
+
+    def report(self) -> dict[str, Any]:
+        """Attempts needed (histogram), the longest recovery, and failures that no replacement explains."""
+        return {
+            "attempts_until_ok": dict(self.attempts),
+            "worst_s": round(self.worst_s, 3),
+            "failed_again_with_no_new_replacement": self.failed_again_with_no_new_replacement,
+        }
 
 
 # ---------------------------------------------------------------- e: silly rename
@@ -525,13 +560,61 @@ def probe_symswap(pair: Pair, reads: int) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------- removals
+
+
+def _removed_trial(pair: Pair, what: str) -> dict[str, Any]:
+    da, db = pair.fresh("removed")
+    if what == "directory":
+        (da / "x").mkdir()
+        (da / "x" / "m").symlink_to("t")
+    else:
+        (da / "x").write_bytes(b"data")
+    wait_for(lambda: (db / "x").exists(), 10)
+    os.lstat(db / "x")  # B caches the name and the inode's attributes
+    if what == "directory":
+        os.listdir(db / "x")
+        shutil.rmtree(da / "x")
+    else:
+        os.unlink(da / "x")
+    # lstat only: an open or a listing of the path revalidates it (close-to-open)
+    took, _ = wait_for(lambda: isinstance(lstat_or_errno(db / "x"), str))
+    return {"B_lstat_finds_it_until_s": took, "then": _try(lambda: os.lstat(db / "x"))}
+
+
+def _removed_then_opened(pair: Pair, what: str) -> dict[str, Any]:
+    da, db = pair.fresh("removed")
+    if what == "directory":
+        (da / "x").mkdir()
+    else:
+        (da / "x").write_bytes(b"data")
+    wait_for(lambda: (db / "x").exists(), 10)
+    os.lstat(db / "x")
+    if what == "directory":
+        (da / "x").rmdir()
+    else:
+        os.unlink(da / "x")
+    return {
+        "open_or_list_it": _try(lambda: os.listdir(db / "x") if what == "directory" else (db / "x").read_bytes()),
+        "lstat_after_that": _try(lambda: os.lstat(db / "x")),
+    }
+
+
+def probe_removed(pair: Pair) -> dict[str, Any]:
+    """A removes what B has cached; B polls lstat(name) until it fails."""
+    out: dict[str, Any] = {what: _removed_trial(pair, what) for what in ("directory", "file")}
+    for what in ("directory", "file"):
+        out[f"{what}, opened instead"] = _removed_then_opened(pair, what)
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 
 def main() -> int:
     """Run the chosen probes; print one JSON document."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probes", nargs="*", help="symlink listing dirmtime replace silly misc symswap (default: all)")
+    parser.add_argument("probes", nargs="*", help="which probes (default: all; see above)")
     parser.add_argument("--reads", type=int, default=3000, help="reads in the replace and symswap probes")
     parser.add_argument("--rounds", type=int, default=200, help="rounds of the mkdir race")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -546,6 +629,7 @@ def main() -> int:
         "silly": lambda: probe_silly(pair),
         "misc": lambda: probe_misc(pair, args.rounds),
         "symswap": lambda: probe_symswap(pair, args.reads),
+        "removed": lambda: probe_removed(pair),
     }
     results: dict[str, Any] = {"profile": os.environ.get("NFSVM_PROFILE", "?"), "A": str(a), "B": str(b)}
     for name in args.probes or list(table):
