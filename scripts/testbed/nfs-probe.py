@@ -196,6 +196,9 @@ def _mtime_via(how: str, db: Path, fd: int) -> int:
         return os.stat(db).st_mtime_ns
     if how == "fstat(held fd)":
         return os.fstat(fd).st_mtime_ns
+    if how == "close(open(path)), then stat(path)":
+        os.close(os.open(db, os.O_RDONLY | os.O_DIRECTORY))
+        return os.stat(db).st_mtime_ns
     if how == "fstat(fresh open(path))":
         fresh = os.open(db, os.O_RDONLY | os.O_DIRECTORY)
     else:
@@ -206,7 +209,13 @@ def _mtime_via(how: str, db: Path, fd: int) -> int:
         os.close(fresh)
 
 
-MTIME_WAYS = ("stat(path)", "fstat(fresh open(path))", "fstat(held fd)", "fstat(openat(held fd, '.'))")
+MTIME_WAYS = (
+    "stat(path)",
+    "fstat(fresh open(path))",
+    "close(open(path)), then stat(path)",
+    "fstat(held fd)",
+    "fstat(openat(held fd, '.'))",
+)
 
 
 def probe_dirmtime(pair: Pair) -> dict[str, Any]:
