@@ -1,7 +1,7 @@
 """The lock's properties with real processes and real signals on a local directory.
 
 The same properties across two mounts of a shared export are in
-test_lock_shared.py.
+tests/lock/test_shared.py.
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ def _entry_racer(directory: str, barrier: Any, rounds: int, out: Any) -> None:  
     out.put((os.getpid(), wins))
 
 
+@pytest.mark.nfs
 def test_renaming_one_entry_has_exactly_one_winner(shared_fs: SharedFS) -> None:
     """The guarantee every lock step rests on (NOTES.md): of two hosts renaming the same entry, one succeeds."""
     a, b = shared_fs.fresh_dir("erace")
@@ -90,10 +91,11 @@ def test_renaming_one_entry_has_exactly_one_winner(shared_fs: SharedFS) -> None:
     assert wins[0] | wins[1] == set(range(rounds)), "every entry was renamed by one of them"
 
 
+@pytest.mark.nfs
 def test_rename_race_has_at_most_one_winner(shared_fs: SharedFS) -> None:
     """The filesystem guarantee the lock rests on (NOTES.md): publishing by rename has one winner."""
     a, b = shared_fs.fresh_dir("race")
-    rounds = 300
+    rounds = 50 if shared_fs.slow else 300
     barrier = FORK.Barrier(2)
     out = FORK.Queue()
     procs = [FORK.Process(target=_racer, args=(str(d), str(d / "L"), barrier, rounds, out)) for d in (a, b)]
@@ -112,9 +114,10 @@ def test_rename_race_has_at_most_one_winner(shared_fs: SharedFS) -> None:
         assert len(os.listdir(a / f"L{r}")) == 1
 
 
+@pytest.mark.nfs
 def test_exclusion_across_mounts_and_hosts(shared_fs: SharedFS, hostsim: Hostsim, tmp_path: Path) -> None:
     a, b = shared_fs.fresh_dir("excl")
-    n = 60 if shared_fs.kind == "sshfs" else 40
+    n = 8 if shared_fs.slow else 60 if shared_fs.kind == "sshfs" else 40
     plan = [(a, "web1"), (b, "web2"), (a, None), (b, None)]
     outs = [tmp_path / f"iv{i}" for i in range(len(plan))]
     procs = [
@@ -223,6 +226,7 @@ def _breaker(lockpath: str, barrier: Any, out: Any) -> None:  # pragma: no cover
     lock.release()
 
 
+@pytest.mark.nfs
 def test_double_break_across_mounts(shared_fs: SharedFS) -> None:
     """Two contenders on two mounts judge the same expired lock and act at once: one wins."""
     a, b = shared_fs.fresh_dir("dbreak")
