@@ -310,27 +310,36 @@ def test_parallel_sweep_matches_serial(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------- live sessions, two mounts
-def _keepers_and_reapers(a: Path, b: Path, rounds: int = 6) -> None:
+def _keepers_and_reapers(a: Path, b: Path, rounds: int = 6, max_age: int = 6) -> None:
     """Keepers use sessions near their expiry while reapers loop on both mounts: none lost, the rest gone.
 
     A session counts as lost only if a keeper used it less than max_age
-    before (a keeper stalled by a loaded machine lets it expire for real).
+    before (a keeper stalled by a loaded machine lets it expire for real);
+    its first use counts from its creation.  The sessions are made once the
+    keepers are ready (starting Python takes seconds under emulation).
     """
-    max_age = 6
     store = SessionStore(a, secret_key=KEY, max_age=max_age)
-    kept = [store.create({"kept": i}) for i in range(16)]
     doomed = [store.create({"doomed": i}, max_age=1) for i in range(40)]
     doomed_files = {Path(store.layout.path_for(s)).name for s in doomed}
     _wait_visible(b, doomed_files)
     worker = str(REPO / "tests" / "support" / "reapworker.py")
     keepers = [
         subprocess.Popen(
-            [sys.executable, worker, "keep", str(root), str(rounds), str(max_age), *kept[i::2]],
+            [sys.executable, worker, "keep", str(root), str(rounds), str(max_age)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for i, root in enumerate((a, b))
+        for root in (a, b)
     ]
+    for p in keepers:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    created = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process on this machine
+    kept = [store.create({"kept": i}) for i in range(16)]
+    for i, p in enumerate(keepers):
+        assert p.stdin is not None
+        p.stdin.write(" ".join([repr(created), *kept[i::2]]) + "\n")
+        p.stdin.flush()
     reapers = [
         subprocess.Popen(
             [sys.executable, worker, "reap", str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -343,6 +352,7 @@ def _keepers_and_reapers(a: Path, b: Path, rounds: int = 6) -> None:
     assert [k["lost"] for k in kept_results] == [[], []], "a live session was reaped"
     assert all(r["errors"] == 0 for r in reap_results), reap_results
     stalled = {sid for k in kept_results for sid in k["expired"]}
+    assert stalled != set(kept), "every keeper stalled past max_age: nothing was kept alive, so nothing was proven"
     assert all(store.load(s) is not None for s in kept if s not in stalled)
     stats = store.reap(grace=2.0)  # what the loops had not reached yet
     assert not doomed_files & _session_files(a), "expired sessions were left behind"
@@ -361,8 +371,10 @@ def test_keepers_and_reapers_local(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.nfs
 def test_keepers_and_reapers_on_two_mounts(shared_fs: SharedFS) -> None:
-    _keepers_and_reapers(*shared_fs.fresh_dir("reap-live"))
+    # Under emulation (the NFS VM) starting Python alone takes seconds.
+    _keepers_and_reapers(*shared_fs.fresh_dir("reap-live"), max_age=20 if shared_fs.slow else 6)
 
 
 def test_free_markers_say_what_the_reaper_needs(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Processes for the reaper's real-process tests.
 
-keep ROOT ROUNDS MAX_AGE SID...   uses the sessions for ROUNDS rounds (load, touch or edit each in
-                                  turn, a round about every MAX_AGE/2 seconds); prints
+keep ROOT ROUNDS MAX_AGE          prints "ready", reads one line "CREATED SID...", then uses the
+                                  sessions for ROUNDS rounds (load, touch or edit each in
+                                  turn, a round about every MAX_AGE/2 seconds), the first use
+                                  counted from CREATED (time.monotonic() when they were made); prints
                                   {"visits": n, "lost": [...], "expired": [...]}: "lost" are sessions
                                   found gone less than MAX_AGE after their last use (a reaper bug),
                                   "expired" those found gone later (this keeper was stalled)
@@ -38,9 +40,11 @@ def _visit(store: SessionStore, sid: str, op: int) -> bool:
     return True
 
 
-def keep(root: str, rounds: int, max_age: int, sids: list[str]) -> None:
+def keep(root: str, rounds: int, max_age: int) -> None:
     store = SessionStore(root, secret_key=KEY, max_age=max_age)
-    last_use = dict.fromkeys(sids, time.monotonic())
+    print("ready", flush=True)
+    created, *sids = sys.stdin.readline().split()
+    last_use = dict.fromkeys(sids, float(created))
     lost: list[str] = []
     expired: list[str] = []
     for visit in range(rounds):
@@ -77,7 +81,7 @@ def reap_loop(root: str) -> None:
 if __name__ == "__main__":
     cmd, root = sys.argv[1], sys.argv[2]
     if cmd == "keep":
-        keep(root, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
+        keep(root, int(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "reap":
         reap_loop(root)
     else:
