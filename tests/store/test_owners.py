@@ -186,6 +186,7 @@ def test_logins_racing_end_sessions(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.nfs
 def test_end_sessions_from_the_other_mount(shared_fs: SharedFS) -> None:
     a, b = shared_fs.fresh_dir("owners")
     on_a = SessionStore(a, secret_key=KEY)
