@@ -3,28 +3,32 @@
 For each directory given (default: a tmpfs and a local-disk directory), and
 each size: N expired sessions among L live ones, built afresh for every
 contender, then purged by
-  * `find DIR -type f -mmin +M -delete` (the floor: no expiry logic, no locks),
-  * the fssession reaper (`fssession.reaper.reap`, one process),
+  * `find DIR -mmin +M ( -type f -o -type l ) -delete` (the floor: no expiry
+    logic, no locks; it removes the expired sessions' lock markers too,
+    which are symlinks as old as their files),
+  * the fssession reaper (`fssession.reaper.reap`), one job and two,
   * Django's file backend `SessionStore.clear_expired()` over N + L Django
-    sessions (only for the first size: building Django's sessions is slow).
-Reported: expired files removed per second (median of rounds), the ratio to
-find, syscalls per expired file (strace -c -f, whole run divided by N), and
-the reaper's peak memory (ru_maxrss of its own process) at each size.
+    sessions.
+The sizes after the first (default 1M) run find and the one-job reaper only,
+once: they are for memory and scaling.  Reported: expired sessions removed
+per second (median of rounds), the ratio to find, syscalls per expired
+session (strace -c -f, whole run divided by N), and the peak memory of the
+purging process (VmHWM) at each size.
 
-Usage: scripts/bench reap [--dir DIR ...] [--sizes 100000,1000000] [--live 10000] [--rounds 3] [--json]
+Usage: scripts/bench reap [--dir DIR ...] [--sizes 100000,1000000] [--live 10000] [--rounds 3] [--quick] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from .common import have_strace
+from .common import default_json, fs_type, have_strace, machine, save_results
 from .reapers import BASELINE, CONTENDERS, Contender, Result
 
 
@@ -36,7 +40,6 @@ def measure(base: Path, kind: str, expired: int, live: int, rounds: int, strace:
         runs.append(_run(contender, base / f"{kind}-{expired}-{rounds}", expired, live, True))
     timed = runs[:rounds]
     seconds = statistics.median(r["seconds"] for r in timed)
-    # find removes the beacons too (they are files to it): count sessions only.
     out: dict[str, Any] = {
         "kind": kind,
         "expired": expired,
@@ -44,6 +47,7 @@ def measure(base: Path, kind: str, expired: int, live: int, rounds: int, strace:
         "seconds": round(seconds, 3),
         "files_per_s": round(expired / seconds),
         "removed": [r["removed"] for r in timed],
+        "complete": all(r["removed"] == expired for r in timed),
     }
     if "maxrss_kb" in timed[0]:
         out["peak_mb"] = round(max(r["maxrss_kb"] for r in timed) / 1024, 1)
@@ -77,10 +81,11 @@ def bench_size(
 
 def line(r: dict[str, Any]) -> str:
     """One result as the report prints it."""
-    extra = f", {r['syscalls_per_file']} syscalls/file" if "syscalls_per_file" in r else ""
+    extra = f", {r['syscalls_per_file']} syscalls/session" if "syscalls_per_file" in r else ""
+    extra += "" if r["complete"] else f", INCOMPLETE: removed {r['removed']}"
     mem = f", peak {r['peak_mb']} MB" if "peak_mb" in r else ""
     return (
-        f"{r['fs']:>6} {r['expired']:>8} expired + {r['live']} live  {r['kind']:>6}: {r['files_per_s']:>8} files/s "
+        f"{r['fs']:>6} {r['expired']:>8} expired + {r['live']} live  {r['kind']:>8}: {r['files_per_s']:>8} sessions/s "
         f"({r['ratio_to_find']:.2f}x find){extra}{mem}"
     )
 
@@ -88,36 +93,39 @@ def line(r: dict[str, Any]) -> str:
 def bench_base(base: Path, args: argparse.Namespace, strace: bool) -> list[dict[str, Any]]:
     """Every size in directory *base*: the first with every contender, rounds and strace; the rest once."""
     base.mkdir(parents=True, exist_ok=True)
-    fs = subprocess.run(["stat", "-f", "-c", "%T", str(base)], capture_output=True, text=True).stdout.strip()
+    fs = fs_type(base)
     results = []
     for i, size in enumerate(int(s) for s in args.sizes.split(",")):
         rounds = args.rounds if i == 0 else 1  # the large size is for memory and scaling, once
         for r in bench_size(base, fs, size, args.live, rounds, strace and i == 0, first=i == 0):
             results.append(r)
-            if not args.json:
-                print(line(r), flush=True)
+            print(line(r), flush=True)
     shutil.rmtree(base, ignore_errors=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Benchmark every directory asked for; a line per result as it comes, or JSON at the end."""
+    """Benchmark every directory asked for; a line per result as it comes; the JSON at the end."""
     parser = argparse.ArgumentParser(
         prog="scripts/bench reap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dir", action="append", help="where to build the stores (repeatable)")
-    parser.add_argument("--sizes", default="100000,1000000", help="expired-session counts (comma-separated)")
-    parser.add_argument("--live", type=int, default=10000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", help="expired-session counts, comma-separated (default 100000,1000000)")
+    parser.add_argument("--live", type=int, help="live sessions among them (default 10000)")
+    parser.add_argument("--rounds", type=int, help="rounds at the first size (default 3)")
     parser.add_argument("--no-strace", action="store_true")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3000 expired among 500 live, one round")
+    parser.add_argument("--json", type=Path, help="where to write the results (default bench-results/)")
     args = parser.parse_args(argv)
+    args.sizes = args.sizes or ("3000" if args.quick else "100000,1000000")
+    args.live = args.live if args.live is not None else (500 if args.quick else 10000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     default_dirs = [Path("/dev/shm/fss-bench-reap"), Path("/var/tmp/fss-bench-reap")]  # tmpfs, local disk
     dirs = [Path(d).absolute() for d in args.dir] if args.dir else default_dirs
     strace = not args.no_strace and have_strace()
+    info = machine()
     results = [r for base in dirs for r in bench_base(base, args, strace)]
-    if args.json:
-        print(json.dumps(results, indent=1))
+    save_results(args.json or default_json("reap", args.quick), "reap", ["reap", *sys.argv[1:]], info, results)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,22 @@ class Contender:
     first_size_only: bool
 
 
+def count_entries(root: Path) -> tuple[int, int]:
+    """(regular files, symlinks) under *root*, symlinks not followed."""
+    files = links = 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_symlink():
+                    links += 1
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    files += 1
+    return files, links
+
+
 CONTENDERS: dict[str, Contender] = {}
 
 
@@ -167,16 +183,23 @@ def run_child(body: str, root: Path, strace: bool) -> Result:
 
 @contender(BASELINE)
 def find(root: Path, strace: bool) -> Result:
-    """The floor: ``find DIR -type f -mmin +N -delete`` (no expiry logic, no locks)."""
-    before = sum(1 for _ in root.rglob("*"))
-    argv = ["find", str(root), "-type", "f", "-mmin", f"+{EXPIRED_AGE // 120}", "-delete"]
+    """The floor: ``find DIR -mmin +N ( -type f -o -type l ) -delete`` (no expiry logic, no locks).
+
+    ``-type f`` alone would leave every expired session's lock marker (a
+    symlink) behind, doing half the reaper's removals: the markers of the
+    expired sessions are as old as their files, so ``-type l`` removes them
+    and nothing live.  ``removed`` counts session files, as the reaper does.
+    """
+    before = count_entries(root)
+    argv = ["find", str(root), "-mmin", f"+{EXPIRED_AGE // 120}", "(", "-type", "f", "-o", "-type", "l", ")", "-delete"]
     t0 = time.perf_counter()
     if strace:
         counts, _ = traced(argv)
     else:
         subprocess.run(argv, check=True)
     seconds = time.perf_counter() - t0
-    result: Result = {"seconds": seconds, "removed": before - sum(1 for _ in root.rglob("*"))}
+    after = count_entries(root)
+    result: Result = {"seconds": seconds, "removed": before[0] - after[0], "markers_removed": before[1] - after[1]}
     if strace:
         result["syscalls"] = fs_calls(counts)
     return result
@@ -189,7 +212,7 @@ def reaper(root: Path, strace: bool) -> Result:
     return run_child(body, root, strace)
 
 
-@contender("reaper-2")
+@contender("reaper-2", first_size_only=True)  # the large size measures memory: one job is enough
 def reaper_2(root: Path, strace: bool) -> Result:
     """fssession's reaper, two jobs."""
     body = "from fssession.reaper import reap; s = reap(sys.argv[1], grace=60, jobs=2); removed = s.removed"
