@@ -168,7 +168,31 @@ def report(r: dict[str, Any]) -> str:
         ranked = sorted((k for k in row if row[k]["correct"]), key=lambda k: -row[k]["per_s"])
         rows = [_row(k, row[k], floor, ranked) for k in [*ranked, *(k for k in row if k not in ranked)]]
         lines += [f"#### {r['fs']} ({r['dir']}), P = {procs}", "", *table(HEADERS, rows), ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, "Issue 14's contention targets:", "", *verdicts(r), ""])
+
+
+PEERS = ("beaker (flock)", "SoftFileLock", "lockfile MkdirLockFile", "flufl.lock")  # issue 14's "every correct peer"
+
+
+def verdicts(r: dict[str, Any]) -> list[str]:
+    """Issue 14's contention targets for one directory: ahead of every correct peer, p99 no worse than the floor's."""
+    lines = []
+    for procs, row in r["procs"].items():
+        ours = row.get("fssession")
+        if ours is None:
+            continue
+        peers = [p for p in PEERS if p in row and row[p]["correct"]]
+        best = max(peers, key=lambda p: row[p]["per_s"], default=None)
+        ahead = ours["correct"] and (best is None or ours["per_s"] > row[best]["per_s"])
+        vs = f"{ours['per_s']:,.0f}/s vs {best} {row[best]['per_s']:,.0f}/s" if best else "no correct peer"
+        lines.append(f"- {r['fs']}, P={procs}: ahead of every correct peer: {vs}: **{'met' if ahead else 'missed'}**")
+        if FLOOR in row:
+            p99, fl = ours["p99_ms"], row[FLOOR]["p99_ms"]
+            lines.append(
+                f"- {r['fs']}, P={procs}: p99 no worse than the floor's: {p99:.1f} vs {fl:.1f} ms: "
+                f"**{'met' if p99 <= fl else 'missed'}**"
+            )
+    return lines
 
 
 def _row(kind: str, v: dict[str, Any], floor: float, ranked: list[str]) -> list[object]:
