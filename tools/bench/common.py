@@ -151,6 +151,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_at_start": os.getloadavg(),
+        "started": time.time(),
     }
 
 
@@ -170,7 +171,7 @@ def fs_type(directory: Path) -> str:
 
 def save_results(path: Path, name: str, argv: Sequence[str], info: dict[str, Any], results: Any) -> None:
     """Write one benchmark's results as JSON: the command, the machine (with the load at the end), the figures."""
-    info = {**info, "load_at_end": os.getloadavg()}
+    info = {**info, "load_at_end": os.getloadavg(), "elapsed_s": round(time.time() - info["started"])}
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "command": " ".join(["scripts/bench", *argv]), "machine": info, "results": results}
     path.write_text(json.dumps(doc, indent=1) + "\n")

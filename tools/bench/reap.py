@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import default_json, fs_type, have_strace, machine, save_results
+from .common import default_json, fs_type, have_strace, machine, save_results, table
 from .reapers import BASELINE, CONTENDERS, Contender, Result
 
 
@@ -90,6 +90,48 @@ def line(r: dict[str, Any]) -> str:
     )
 
 
+def report(results: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of every result, and issue 14's reaper targets met or missed."""
+    django = {(r["fs"], r["expired"]): r["files_per_s"] for r in results if r["kind"] == "django"}
+    rows = []
+    for r in results:
+        d = django.get((r["fs"], r["expired"]))
+        rows.append([
+            r["fs"], f"{r['expired']:,} + {r['live']:,}", r["kind"], f"{r['files_per_s']:,}",
+            f"{r['ratio_to_find']:.2f}", f"{r['files_per_s'] / d:.2f}" if d else "-",
+            r.get("syscalls_per_file", "-"), r.get("peak_mb", "-"), "yes" if r["complete"] else "NO",
+        ])  # fmt: skip
+    head = ["fs", "expired + live", "purger", "sessions/s", "x find", "x django", "syscalls/session", "peak MB"]
+    return [*table([*head, "all removed"], rows), "", "Issue 14's reaper targets:", "", *verdicts(results), ""]
+
+
+def verdicts(results: list[dict[str, Any]]) -> list[str]:
+    """The one-job reaper at least 0.5x find and 2x Django on each filesystem; its memory flat up to the last size."""
+    lines = []
+    for fs in dict.fromkeys(r["fs"] for r in results):
+        first = min(r["expired"] for r in results if r["fs"] == fs)
+        row = {r["kind"]: r for r in results if r["fs"] == fs and r["expired"] == first}
+        ours = row.get("reaper")
+        if ours is None:
+            continue
+        x = ours["ratio_to_find"]
+        lines.append(f"- {fs}, {first:,}: reaper at least 0.5x find: {x:.2f}x: **{'met' if x >= 0.5 else 'missed'}**")
+        if "django" in row:
+            xd = ours["files_per_s"] / row["django"]["files_per_s"]
+            lines.append(
+                f"- {fs}, {first:,}: reaper at least 2x Django: {xd:.2f}x: **{'met' if xd >= 2 else 'missed'}**"
+            )
+        big = [r for r in results if r["fs"] == fs and r["kind"] == "reaper" and r["expired"] > first]
+        for b in big:
+            grow = b["peak_mb"] / ours["peak_mb"]
+            flat = grow <= 1.25  # "flat": the peak grows by at most a quarter for ten times the sessions
+            lines.append(
+                f"- {fs}: reaper memory flat from {first:,} to {b['expired']:,} (peak at most 1.25x): "
+                f"{ours['peak_mb']} -> {b['peak_mb']} MB ({grow:.2f}x): **{'met' if flat else 'missed'}**"
+            )
+    return lines
+
+
 def bench_base(base: Path, args: argparse.Namespace, strace: bool) -> list[dict[str, Any]]:
     """Every size in directory *base*: the first with every contender, rounds and strace; the rest once."""
     base.mkdir(parents=True, exist_ok=True)
@@ -125,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     strace = not args.no_strace and have_strace()
     info = machine()
     results = [r for base in dirs for r in bench_base(base, args, strace)]
+    print("\n".join(["", *report(results)]))
     save_results(args.json or default_json("reap", args.quick), "reap", ["reap", *sys.argv[1:]], info, results)
 
 

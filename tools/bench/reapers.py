@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import string
 import subprocess
 import sys
 import time
@@ -122,23 +124,45 @@ def build_store(root: Path, expired: int, live: int) -> None:
 
 
 def build_django(root: Path, expired: int, live: int) -> None:
-    """Django file-backend sessions: *expired* with an expiry in the past, *live* ones fresh."""
+    """Django file-backend sessions: *expired* with an expiry in the past, *live* ones fresh.
+
+    Django makes one of each (its own encoding and signature); they are
+    copied under fresh session keys, as :func:`build_store` does, since
+    making 100k through Django takes longer than clearing them.
+    """
     code = f"""
-import sys, datetime
+import sys
 from django.conf import settings
 settings.configure(SECRET_KEY="{KEY}", SESSION_ENGINE="django.contrib.sessions.backends.file",
                    SESSION_FILE_PATH=sys.argv[1], USE_TZ=True, INSTALLED_APPS=["django.contrib.sessions"])
 import django; django.setup()
 from django.contrib.sessions.backends.file import SessionStore
-for i in range({expired + live}):
+for name, expiry in (("expired", -3600), ("live", None)):
     s = SessionStore()
     s["user"] = "alice"; s["n"] = 1
-    if i < {expired}:
-        s.set_expiry(-3600)
+    if expiry is not None:
+        s.set_expiry(expiry)
     s.create()
+    print(name, s.session_key)
 """
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-c", code, str(root)], check=True, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code, str(root)], check=True, cwd=REPO, capture_output=True, text=True)
+    prefix = "sessionid"  # Django's file names: SESSION_COOKIE_NAME + the session key
+    made = dict(line.split() for line in out.stdout.splitlines())
+    blobs = {kind: (root / (prefix + key)).read_bytes() for kind, key in made.items()}
+    for key in made.values():
+        (root / (prefix + key)).unlink()
+    old = time.time() - EXPIRED_AGE
+    for i in range(expired + live):
+        path = root / (prefix + _django_key())
+        path.write_bytes(blobs["expired" if i < expired else "live"])
+        if i < expired:
+            os.utime(path, (old, old))
+
+
+def _django_key() -> str:
+    """A fresh key as Django's file backend accepts one (32 of lowercase letters and digits)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(32))
 
 
 # ------------------------------------------------------------------- purging
