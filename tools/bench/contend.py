@@ -160,15 +160,17 @@ HEADERS = [
 ]  # fmt: skip
 
 
-def report(r: dict[str, Any]) -> str:
-    """One directory's tables (one per P), correct contenders ranked by increments/s."""
+def report(r: dict[str, Any], with_verdicts: bool = True) -> str:
+    """One directory's tables (one per P), correct contenders ranked by increments/s; the targets if asked."""
     lines = []
     for procs, row in r["procs"].items():
         floor = row.get(FLOOR, {}).get("per_s") or float("nan")
         ranked = sorted((k for k in row if row[k]["correct"]), key=lambda k: -row[k]["per_s"])
         rows = [_row(k, row[k], floor, ranked) for k in [*ranked, *(k for k in row if k not in ranked)]]
         lines += [f"#### {r['fs']} ({r['dir']}), P = {procs}", "", *table(HEADERS, rows), ""]
-    return "\n".join([*lines, "Issue 14's contention targets:", "", *verdicts(r), ""])
+    if with_verdicts:
+        lines += ["Issue 14's contention targets:", "", *verdicts(r), ""]
+    return "\n".join(lines)
 
 
 PEERS = ("beaker (flock)", "SoftFileLock", "lockfile MkdirLockFile", "flufl.lock")  # issue 14's "every correct peer"

@@ -90,8 +90,8 @@ def line(r: dict[str, Any]) -> str:
     )
 
 
-def report(results: list[dict[str, Any]]) -> list[str]:
-    """The Markdown table of every result, and issue 14's reaper targets met or missed."""
+def report(results: list[dict[str, Any]], with_verdicts: bool = True) -> list[str]:
+    """The Markdown table of every result, and (*with_verdicts*) issue 14's reaper targets met or missed."""
     django = {(r["fs"], r["expired"]): r["files_per_s"] for r in results if r["kind"] == "django"}
     rows = []
     for r in results:
@@ -102,7 +102,8 @@ def report(results: list[dict[str, Any]]) -> list[str]:
             r.get("syscalls_per_file", "-"), r.get("peak_mb", "-"), "yes" if r["complete"] else "NO",
         ])  # fmt: skip
     head = ["fs", "expired + live", "purger", "sessions/s", "x find", "x django", "syscalls/session", "peak MB"]
-    return [*table([*head, "all removed"], rows), "", "Issue 14's reaper targets:", "", *verdicts(results), ""]
+    lines = [*table([*head, "all removed"], rows), ""]
+    return lines + (["Issue 14's reaper targets:", "", *verdicts(results), ""] if with_verdicts else [])
 
 
 def verdicts(results: list[dict[str, Any]]) -> list[str]:

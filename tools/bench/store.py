@@ -190,12 +190,12 @@ def verdicts(by_size: dict[int, dict[str, dict[str, float]]], sc: dict[str, Any]
             got = sum(sc[FSSESSION][op].values())
             ok = got <= limit + 0.05 if op != "load" else abs(got - limit) < 0.05
             want = f"= {limit}" if op == "load" else f"<= {limit}"
-            lines.append(f"- {op} in {want} filesystem calls: {got:.1f}: **{'met' if ok else 'missed'}**")
+            lines.append(f"- {fs}: {op} in {want} filesystem calls: {got:.1f}: **{'met' if ok else 'missed'}**")
     if fs == "tmpfs":
         for op, most in RATIO_TARGETS.items():
             r = by_size[200]
             x = r[FLOOR][op] / r[FSSESSION][op]
-            lines.append(f"- single-process {op} within {most}x the floor's (tmpfs, 200 B): {x:.2f}x: "
+            lines.append(f"- {fs}: single-process {op} within {most}x the floor's (200 B): {x:.2f}x: "
                          f"**{'met' if x <= most else 'missed'}**")  # fmt: skip
     return ["Issue 14's store targets:", "", *lines, ""] if lines else []
 
