@@ -94,6 +94,8 @@ def test_cookie_box_keeps_the_newest_cookie_and_ignores_deletions() -> None:
     assert box.value == "new.2"
     box.update(_response('fssession=""; Max-Age=0; Path=/'))
     assert box.value == "new.2"
+    box.update(_response("fssession=gone; Max-Age=0; Path=/"))
+    assert box.value == "new.2"
     assert box.header() == {"Cookie": "fssession=new.2"}
 
 
