@@ -19,6 +19,8 @@ from typing import Any
 from tools import REPO
 
 from . import contend, e2e, plot, reap, store
+from .e2e_apps import BACKENDS
+from .incrementers import INCREMENTERS
 
 NAMES = ("contend", "store", "reap", "e2e")
 DOCS = REPO / "docs"
@@ -85,17 +87,18 @@ def _sizes(ops: dict[str, Any]) -> dict[int, dict[str, dict[str, float]]]:
     return {int(k): v for k, v in ops.items()}
 
 
+def _described(registry: dict[str, Any]) -> list[str]:
+    """A list item per registered contender: its name and the first line of its docstring."""
+    return [f"- **{name}**: {(c.__doc__ or '').strip().splitlines()[0]}" for name, c in registry.items()]
+
+
 def contention(doc: dict[str, Any]) -> list[str]:
     """Section 1."""
     text = contend.__doc__ or ""
     intro = text[text.index("For each") : text.index("Usage:")].strip()
-    return [
-        "## One session, P processes incrementing it",
-        "",
-        intro,
-        "",
-        *(contend.report(r, with_verdicts=False) for r in doc["results"]),
-    ]
+    tables = [contend.report(r, with_verdicts=False) for r in doc["results"]]
+    head = ["## One session, P processes incrementing it", "", intro, "", "The contenders:", ""]
+    return [*head, *_described(INCREMENTERS), "", *tables]
 
 
 def store_section(doc: dict[str, Any]) -> list[str]:
@@ -121,7 +124,8 @@ def e2e_section(doc: dict[str, Any]) -> list[str]:
     """Section 4."""
     text = e2e.__doc__ or ""
     intro = text[text.index("For each") : text.index("Usage:")].strip()
-    lines = ["## End to end: the 3-node demo cluster", "", intro, "", "![e2e](bench-e2e.png)", ""]
+    lines = ["## End to end: the 3-node demo cluster", "", intro, "", "The backends:", "", *_described(BACKENDS)]
+    lines += ["", "![e2e](bench-e2e.png)", ""]
     return lines + [e2e.report(r) for r in doc["results"]]
 
 

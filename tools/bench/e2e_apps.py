@@ -100,7 +100,11 @@ def _flask_app(configure: Callable[[Any], None], secret: str) -> WSGIApp:
 
 @backend("Flask-Session (cachelib)", "session")
 def flask_session(path: Path, secret: str) -> WSGIApp:
-    """Flask-Session's file backend: cachelib's FileSystemCache as its documentation sets it up (threshold 500)."""
+    """Flask-Session's file backend: cachelib's FileSystemCache (threshold 500, as its documentation shows).
+
+    With its defaults (SESSION_REFRESH_EACH_REQUEST) it writes the session on
+    every request, reads included.
+    """
 
     def configure(app: Any) -> None:
         from cachelib import FileSystemCache

@@ -214,7 +214,7 @@ class Beaker:
 
 @contender("SoftFileLock")
 class Soft(_FileSession):
-    """filelock's SoftFileLock (an O_EXCL lock file, its default polling)."""
+    """filelock's SoftFileLock (an O_EXCL lock file; polls every 50 ms when busy, its default)."""
 
     def __init__(self, root: Path, key: str | None) -> None:
         super().__init__(root, key)
