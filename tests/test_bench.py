@@ -29,6 +29,7 @@ def test_figures_count_handovers_between_processes_only() -> None:
     assert f["done"] == 3 and f["lost"] == 0 and f["overlaps"] == 0
     assert abs(f["handover_p50_us"] - 5000) < 1
     assert abs(f["switch_pct"] - 50) < 1e-9  # one change of process in two successions
+    assert abs(f["busiest_pct"] - 200 / 3) < 1e-9  # p0 did two of the three
 
 
 def test_figures_see_overlapping_holds_and_lost_updates() -> None:

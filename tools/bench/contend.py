@@ -14,6 +14,9 @@ call returned.  From them:
     over all holds in time order, and over the handovers to *another*
     process (the waiters); "switch %" is how many consecutive holds changed
     process.  A negative gap is two holds overlapping: counted as overlaps;
+  * busiest %: the share of the increments that the busiest process did
+    (100/P when the lock is fair; near 100 when one process keeps re-taking
+    it and the others starve: their waits show in the max latency);
   * lost updates: increments done minus the session's final ``n``; a
     contender that loses any, overlaps or fails is reported incorrect, not
     ranked.
@@ -33,6 +36,7 @@ import statistics
 import sys
 import time
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,7 +53,10 @@ from .common import (
 )
 from .incrementers import FLOOR, INCREMENTERS
 
-METRICS = ("per_s", "p50_ms", "p99_ms", "max_ms", "gap_p50_us", "handover_p50_us", "handover_p99_us", "switch_pct")
+METRICS = (
+    "per_s", "p50_ms", "p99_ms", "max_ms", "gap_p50_us", "handover_p50_us", "handover_p99_us", "switch_pct",
+    "busiest_pct",
+)  # fmt: skip
 
 
 def _worker(kind: str, root: str, key: str, seconds: float, start_at: float, out: Any) -> None:  # pragma: no cover
@@ -124,6 +131,7 @@ def figures(holds: list[Hold], final: int, seconds: float, end: float, errors: l
         "handover_p50_us": percentile(handovers, 0.5) * 1e6,
         "handover_p99_us": percentile(handovers, 0.99) * 1e6,
         "switch_pct": 100 * len(handovers) / max(1, len(gaps)),
+        "busiest_pct": 100 * max(Counter(h.proc for h in holds).values(), default=0) / max(1, len(holds)),
     }
 
 
@@ -156,7 +164,7 @@ def bench_dir(directory: Path, procs_list: list[int], seconds: float, repeats: i
 
 HEADERS = [
     "contender", "increments/s", "x floor", "p50 ms", "p99 ms", "max ms",
-    "gap p50 µs", "handover p50 / p99 µs", "switch %", "lost", "overlaps", "verdict",
+    "gap p50 µs", "handover p50 / p99 µs", "switch %", "busiest %", "lost", "overlaps", "verdict",
 ]  # fmt: skip
 
 
@@ -192,7 +200,8 @@ def verdicts(r: dict[str, Any]) -> list[str]:
             p99, fl = ours["p99_ms"], row[FLOOR]["p99_ms"]
             lines.append(
                 f"- {r['fs']}, P={procs}: p99 no worse than the floor's: {p99:.1f} vs {fl:.1f} ms: "
-                f"**{'met' if p99 <= fl else 'missed'}**"
+                f"**{'met' if p99 <= fl else 'missed'}** (max {ours['max_ms']:.0f} vs {row[FLOOR]['max_ms']:.0f} ms, "
+                f"busiest process {ours.get('busiest_pct', float('nan')):.0f} % of the increments)"
             )
     return lines
 
@@ -210,6 +219,7 @@ def _row(kind: str, v: dict[str, Any], floor: float, ranked: list[str]) -> list[
         f"{v['gap_p50_us']:.0f}",
         f"{v['handover_p50_us']:.0f} / {v['handover_p99_us']:.0f}",
         f"{v['switch_pct']:.0f}",
+        f"{v.get('busiest_pct', float('nan')):.0f}",
         "/".join(str(x) for x in v["lost"]),
         "/".join(str(x) for x in v["overlaps"]),
         verdict,
