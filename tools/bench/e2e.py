@@ -33,7 +33,7 @@ from .e2e_cluster import Cluster, views_for
 from .e2e_load import new_session, request
 
 WRITE_SHARE = 0.1
-SETTLE = 2.0  # seconds after a run on a mount before the lost-key check: more than fs_slack, so its caches caught up
+SETTLE = 1.5  # seconds after a run on a mount before the lost-key check: more than fs_slack, so its caches caught up
 
 
 def run_cell(cluster: Cluster, backend: str, clients: int, per_session: int, seconds: float) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fs", default="tmpfs,sshfs", help="filesystems: tmpfs, sshfs (comma-separated)")
     parser.add_argument("--clients", help="client counts (default 1,4,16,32; --quick 4)")
     parser.add_argument("--per-session", type=int, default=4, help="clients sharing one session (default 4)")
-    parser.add_argument("--seconds", type=float, help="length of one run (default 5; --quick 1.5)")
+    parser.add_argument("--seconds", type=float, help="length of one run (default 3; --quick 1.5)")
     parser.add_argument("--repeats", type=int, help="repeats per cell (default 3; --quick 1)")
     parser.add_argument("--backends", help="backends, comma-separated (default: all)")
     parser.add_argument("--mounts", help="two existing mounts of one export to use as sshfs")
@@ -146,7 +146,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in (args.clients or ("4" if args.quick else "1,4,16,32")).split(",")]
-    args.seconds = args.seconds or (1.5 if args.quick else 5.0)
+    args.seconds = args.seconds or (1.5 if args.quick else 3.0)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.backends = args.backends.split(",") if args.backends else list(BACKENDS)
     unknown = set(args.backends) - set(BACKENDS)
