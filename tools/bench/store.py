@@ -17,7 +17,7 @@ Every figure is a median of interleaved rounds; ratios are taken within one run.
   * with --more: P processes each editing their own sessions, P = 1, 2, 4, and
     load and edit with 10k and with --large sessions present.
 
-Usage: scripts/bench store [--dir DIR ...] [--quick] [--more] [--large N] [--json OUT]
+Usage: scripts/bench store [--dir DIR ...] [--rounds R] [--quick] [--more] [--large N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def verdicts(by_size: dict[int, dict[str, dict[str, float]]], sc: dict[str, Any]
 def bench_dir(d: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Every store figure for one directory, printed as it is done."""
     seconds = 0.3 if args.quick else 1.0
-    rounds = 1 if args.quick else 3
+    rounds = args.rounds or (1 if args.quick else 3)
     fs = fs_type(d)
     print(f"### {fs} ({d})\n", flush=True)
     by_size: dict[int, dict[str, dict[str, float]]] = {}
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dir", type=Path, action="append", help="directory to run in (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: short, one round")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 3; --quick 1)")
     parser.add_argument("--more", action="store_true", help="also scaling over processes and a large population")
     parser.add_argument("--large", type=int, default=200_000, help="the large population (default 200000)")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench-results/)")
