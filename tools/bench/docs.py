@@ -3,7 +3,8 @@
 Copies bench-results/{contend,store,reap,e2e}.json (what the full runs
 wrote; --from says where else) into docs/bench/, draws docs/bench-e2e.png and
 writes docs/benchmarks.md: the machine, the commands and how long each took,
-issue 14's targets met or missed, and every table.  A benchmark whose
+issue 14's targets met or missed, docs/bench/notes.md (what a person read in
+the figures, if written), and every table.  A benchmark whose
 results are missing is said to be missing, not left out silently.
 """
 
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in found:
         plot.draw(found["e2e"], plot.DEFAULT_PNG)
     lines = header(found) + targets(found)
+    notes = DOCS / "bench" / "notes.md"  # written by hand after a run: what the figures show
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
     makers = {"contend": contention, "store": store_section, "reap": reap_section, "e2e": e2e_section}
     for name, make in makers.items():
         lines += make(found[name]) if name in found else [f"## {name}", "", "Not run.", ""]
