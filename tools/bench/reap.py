@@ -32,13 +32,23 @@ from .common import default_json, fs_type, have_strace, machine, save_results, t
 from .reapers import BASELINE, CONTENDERS, Contender, Result
 
 
-def measure(base: Path, kind: str, expired: int, live: int, rounds: int, strace: bool) -> dict[str, Any]:
-    """Purge with contender *kind*, each round on a fresh store; one more round under strace if *strace*."""
-    contender = CONTENDERS[kind]
-    runs = [_run(contender, base / f"{kind}-{expired}-{r}", expired, live, False) for r in range(rounds)]
-    if strace:
-        runs.append(_run(contender, base / f"{kind}-{expired}-{rounds}", expired, live, True))
-    timed = runs[:rounds]
+def measure(base: Path, kinds: list[str], expired: int, live: int, rounds: int, strace: bool) -> list[dict[str, Any]]:
+    """Purge with each of *kinds*, each round on a fresh store; the figures of each.
+
+    The contenders take turns round by round, so that the machine's load
+    (and on a disk, its writeback) hits them alike; then, if *strace*, one
+    more round of each runs under strace for the syscall counts.
+    """
+    runs: dict[str, list[Result]] = {k: [] for k in kinds}
+    for r in range(rounds):
+        for kind in kinds:
+            runs[kind].append(_run(CONTENDERS[kind], base / f"{kind}-{expired}-{r}", expired, live, False))
+    traced_runs = {k: _run(CONTENDERS[k], base / f"{k}-{expired}-s", expired, live, True) for k in kinds if strace}
+    return [_summary(k, runs[k], traced_runs.get(k), expired, live) for k in kinds]
+
+
+def _summary(kind: str, timed: list[Result], traced_run: Result | None, expired: int, live: int) -> dict[str, Any]:
+    """One contender's figures from its timed rounds (medians) and its traced round."""
     seconds = statistics.median(r["seconds"] for r in timed)
     out: dict[str, Any] = {
         "kind": kind,
@@ -46,13 +56,14 @@ def measure(base: Path, kind: str, expired: int, live: int, rounds: int, strace:
         "live": live,
         "seconds": round(seconds, 3),
         "files_per_s": round(expired / seconds),
+        "rounds_per_s": [round(expired / r["seconds"]) for r in timed],
         "removed": [r["removed"] for r in timed],
         "complete": all(r["removed"] == expired for r in timed),
     }
     if "maxrss_kb" in timed[0]:
         out["peak_mb"] = round(max(r["maxrss_kb"] for r in timed) / 1024, 1)
-    if strace:
-        out["syscalls_per_file"] = round(runs[-1]["syscalls"] / expired, 1)
+    if traced_run is not None:
+        out["syscalls_per_file"] = round(traced_run["syscalls"] / expired, 1)
     return out
 
 
@@ -72,7 +83,7 @@ def bench_size(
 ) -> list[dict[str, Any]]:
     """Every contender (those for the first size only if *first*) at one size, with its ratio to the baseline."""
     kinds = [k for k, c in CONTENDERS.items() if first or not c.first_size_only]
-    row = {k: measure(base, k, size, live, rounds, strace) for k in kinds}
+    row = {r["kind"]: r for r in measure(base, kinds, size, live, rounds, strace)}
     for r in row.values():
         r["fs"] = fs  # the filesystem's type
         r["ratio_to_find"] = round(r["files_per_s"] / row[BASELINE]["files_per_s"], 2)
