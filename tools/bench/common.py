@@ -164,7 +164,12 @@ def _lines(path: str) -> list[str]:
 
 
 def fs_type(directory: Path) -> str:
-    """The type of the filesystem *directory* is on, as ``stat -f`` names it (ext2/ext3 covers ext4)."""
+    """The type of the filesystem *directory* is on: the mount's (ext4, tmpfs, fuse.sshfs), else ``stat -f``'s."""
+    found = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "--target", str(directory)], capture_output=True, text=True, check=False
+    )
+    if found.returncode == 0 and found.stdout.strip():
+        return found.stdout.strip()
     out = subprocess.run(["stat", "-f", "-c", "%T", str(directory)], capture_output=True, text=True, check=False)
     return out.stdout.strip() or "?"
 

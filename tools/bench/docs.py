@@ -54,21 +54,30 @@ def header(found: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
-        f"Python {m['python']}.  The machine was shared with other jobs while these ran (its load average is "
-        "given for each run): every figure is compared only with others **measured in the same run**, each "
-        "cell a median of interleaved repeats, so that the machine's noise hits every contender alike; "
-        "ratios are meaningful, absolute rates less so.",
+        f"Measured on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"Python {m['python']} (ext2/ext3 is how `stat -f` names ext4).  The machine was shared with other "
+        "jobs while these ran (its load average is given for each run): every figure is compared only with "
+        "others **measured in the same run**, each cell a median of interleaved repeats, so that the machine's "
+        "noise hits every contender alike; ratios are meaningful, absolute rates less so.",
         "",
         "Made by `scripts/bench docs` from the results files in [bench/](bench/); each benchmark is one command:",
         "",
-        "| benchmark | command | took |",
-        "|---|---|---|",
+        "| benchmark | command | started | took |",
+        "|---|---|---|---|",
     ]
     for name in NAMES:
         doc = found.get(name)
-        lines.append(f"| {name} | `{doc['command']}` | {_took(doc)} |" if doc else f"| {name} | not run | - |")
+        if doc:
+            lines.append(f"| {name} | `{doc['command']}` | {doc['machine']['date']} | {_took(doc)} |")
+        else:
+            lines.append(f"| {name} | not run | - | - |")
     return [*lines, "", "`--quick` on any of them is a smoke run of a few seconds to a minute.", ""]
+
+
+NOT_MEASURED = [
+    "- Contention on two mounts of GlusterFS, sshfs and the NFS testbed (within 2x the mkdir floor on the same "
+    "mounts): not measured by these runs (`scripts/bench lock --testbed sshfs` measures the lock alone there).",
+]
 
 
 def targets(found: dict[str, dict[str, Any]]) -> list[str]:
@@ -81,7 +90,7 @@ def targets(found: dict[str, dict[str, Any]]) -> list[str]:
             lines += store.verdicts(_sizes(r["ops"]), r["syscalls"], r["fs"])[2:-1]
     if "reap" in found:
         lines += reap.verdicts(found["reap"]["results"])
-    return [*lines, ""]
+    return [*lines, *NOT_MEASURED, ""]
 
 
 def _sizes(ops: dict[str, Any]) -> dict[int, dict[str, dict[str, float]]]:
