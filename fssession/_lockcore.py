@@ -92,6 +92,7 @@ class Hold:
     beat: int = 0
     lost: bool = False
     taken_over: bool = False  # acquired by replacing a stale holder
+    waited: bool = False  # others held it when we asked: waiters may be queued behind us
     observer: Observer | None = None
 
     @property
@@ -132,6 +133,7 @@ def acquire(
     *,
     guesses: Sequence[str],
     successors: Callable[[str], Sequence[str]] = lambda v: (v,),
+    hint: Callable[[], Sequence[str]] | None = None,
     timeout: float | None = None,
     blocking: bool = True,
     poll_interval: float | None = None,
@@ -146,60 +148,100 @@ def acquire(
 
     *guesses* are the free values to try first (one rename each);
     *successors* gives the free values a holder with a given value may
-    publish (polled between listings).  ``NoMarker`` when the name has no
+    publish (polled between listings); *hint*, if given, says cheaply which
+    free values are likely now (the store reads the session's header: the
+    committed generation), so that a waiter polls the right names after
+    every handover, not only after a listing.  ``NoMarker`` when the name has no
     marker at all.  *dir_stamps*: the directory is the lock's own, so its
     mtime dates the last change of the marker (rule b without ctime).
     *on_empty* is called when a listing shows no marker; when it (re)creates
     the lock it returns the new directory, which the attempt uses from then on
     (the hold's ``directory``).
     """
-    timeout = settings.timeout if timeout is None else timeout
-    delay = settings.poll_interval if poll_interval is None else poll_interval
-    start = boot_clock()
-    deadline = None if timeout < 0 or timeout == float("inf") else start + timeout
+    pacer = _Pacer(settings, settings.timeout if timeout is None else timeout, poll_interval, blocking, cancel_check)
     state = _Attempt(directory, prefix, settings, clock, dir_stamps, on_empty, observer)
+    _yield_to_waiters(state)
     candidates = list(guesses)
     quick = 0
     holder_text: str | None = None
     while True:
         tried = boot_clock()
         hold = _try(state, candidates)
-        if hold is not None:
-            return _acquired(state, hold, start)
-        if quick or tried - state.listed_at >= _inspect_every(settings):
+        if hold is None and (quick or tried - state.listed_at >= _inspect_every(settings)):
             outcome = _inspect(state)
             if isinstance(outcome, Hold):
-                return _acquired(state, outcome, start)
-            if outcome is None and quick < _QUICK_RETRIES:
+                hold = outcome
+            elif outcome is None and quick < _QUICK_RETRIES:
                 # It changed under our eyes (freed, or taken by someone
                 # faster): look again at once rather than back off.
                 quick += 1
                 candidates = []
                 continue
-            holder_text = outcome or holder_text
+            else:
+                holder_text = outcome or holder_text
+        if hold is not None:
+            return _acquired(state, hold, pacer.start)
         quick = 0
-        candidates = _next_candidates(state, successors)
+        candidates = _next_candidates(state, successors, hint)
+        if pacer.give_up():
+            return _give_up(state, pacer, label or directory.path(prefix), holder_text)
+        pacer.sleep(tried)
+
+
+class _Pacer:
+    """When an acquire() call waits, how long, and when it gives up."""
+
+    def __init__(
+        self,
+        settings: LockSettings,
+        timeout: float,
+        poll_interval: float | None,
+        blocking: bool,
+        cancel_check: Callable[[], bool] | None,
+    ) -> None:
+        self.settings = settings
+        self.start = boot_clock()
+        self.deadline = None if timeout < 0 or timeout == float("inf") else self.start + timeout
+        self.delay = settings.poll_interval if poll_interval is None else poll_interval
+        self.blocking = blocking
+        self.cancel_check = cancel_check
+
+    def give_up(self) -> bool:
+        """Whether to stop trying now (not blocking, past the deadline, or cancelled)."""
+        if not self.blocking or (self.deadline is not None and boot_clock() >= self.deadline):
+            return True
+        return self.cancel_check is not None and self.cancel_check()
+
+    def sleep(self, tried: float) -> None:
+        """Back off before the next try (the try began at *tried*).
+
+        Exponential backoff with jitter, capped in proportion to what a try
+        costs here: a waiter sleeps 10 to 20 times as long as it spends
+        trying (bounded load on a file server), yet on a fast disk it does
+        not sleep 50 ms while others take the lock thousands of times.
+        """
         now = boot_clock()
-        if not blocking or (deadline is not None and now >= deadline) or (cancel_check is not None and cancel_check()):
-            won = _landed_after_all(state)
-            if won is not None:
-                return _acquired(state, won, start)
-            emit(observer, "lock_timeout", now - start, holder_text or "")
-            raise LockTimeout(label or directory.path(prefix), holder_text, now - start)
-        # Exponential backoff with jitter, capped in proportion to what a try
-        # costs here: a waiter sleeps 10 to 20 times as long as it spends
-        # trying (bounded load on a file server), yet on a fast disk it does
-        # not sleep 50 ms while others take the lock thousands of times.
-        cap = min(settings.max_poll_interval, max(_MIN_CAP, 20 * (now - tried)))
-        sleep = random.uniform(delay / 2, delay)
-        if deadline is not None:
-            sleep = min(sleep, max(0.0, deadline - now))
-        time.sleep(sleep)
-        delay = min(delay * 2, cap)
+        cap = min(self.settings.max_poll_interval, max(_MIN_CAP, 20 * (now - tried)))
+        pause = random.uniform(self.delay / 2, self.delay)
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - now))
+        time.sleep(pause)
+        self.delay = min(self.delay * 2, cap)
+
+
+def _give_up(state: _Attempt, pacer: _Pacer, label: str, holder_text: str | None) -> Hold:
+    """The last look before a timeout: a rename of ours that landed after all wins; otherwise LockTimeout."""
+    won = _landed_after_all(state)
+    if won is not None:
+        return _acquired(state, won, pacer.start)
+    waited = boot_clock() - pacer.start
+    emit(state.observer, "lock_timeout", waited, holder_text or "")
+    raise LockTimeout(label, holder_text, waited)
 
 
 def _acquired(state: _Attempt, hold: Hold, start: float) -> Hold:
     hold.observer = state.observer
+    hold.waited = state.listed_at > float("-inf")
     if state.observer is not None:
         waited = boot_clock() - start
         emit(state.observer, "lock_acquired", waited, "waited" if state.listed_at > float("-inf") else "at once")
@@ -210,8 +252,10 @@ def _inspect_every(settings: LockSettings) -> float:
     return min(0.25, settings.lease / 8)
 
 
-def _next_candidates(state: _Attempt, successors: Callable[[str], Sequence[str]]) -> list[str]:
-    found: list[str] = []
+def _next_candidates(
+    state: _Attempt, successors: Callable[[str], Sequence[str]], hint: Callable[[], Sequence[str]] | None
+) -> list[str]:
+    found: list[str] = list(hint()) if hint is not None else []
     if state.last_free is not None:
         found.append(state.last_free)
     holder = state.holder
@@ -411,6 +455,24 @@ def release(hold: Hold, value: str) -> None:
     """Free the lock, handing *value* to the next holder."""
     _move(hold, free_name(hold.prefix, value), "release")
     hold.lost = True  # nothing more may be done with this hold
+    if hold.waited:
+        _CONTENDED[(hold.directory.label, hold.prefix)] = boot_clock()
+
+
+# Locks this process released lately after having had to wait for them: there
+# are probably waiters, polling with backoff, and a process that re-takes the
+# lock the instant it let go would beat them every time (that is how waiters
+# starve).  Its next acquire of the same lock steps back for a moment first.
+_CONTENDED: dict[tuple[str, str], float] = {}
+_YIELD = 0.004  # about two of a waiter's polls at the backoff's smallest cap
+
+
+def _yield_to_waiters(state: _Attempt) -> None:
+    released = _CONTENDED.pop((state.directory.label, state.prefix), None)
+    if released is not None and boot_clock() - released < 0.1:
+        time.sleep(random.uniform(_YIELD / 2, _YIELD))
+    if len(_CONTENDED) > 1024:
+        _CONTENDED.clear()
 
 
 def discard(hold: Hold) -> None:

@@ -92,6 +92,7 @@ class SessionFiles:
         :class:`StorageError`.
         """
         retry = _Retry(self.fs_slack, self.retries if self.seen.recently(name) else 0)
+        refused: bytes | None = None
         while True:
             try:
                 blob, st = bucket.read(name, self.limit)
@@ -107,7 +108,14 @@ class SessionFiles:
             try:
                 header, payload = verify(blob, self.keyring, sid.encode())
             except TamperedSession as exc:
-                if _torn(blob) and retry.torn():
+                # A verdict only on a self-consistent read: a file whose length
+                # disagrees with its header (or that is shorter than one) may be
+                # one version's size with another's contents (sshfs, GlusterFS
+                # caches), so it is read afresh until the bound; one that fails
+                # its MAC is read once more, and refused when the same bytes
+                # come back.
+                if (_torn(blob) or blob != refused) and retry.torn():
+                    refused = blob
                     emit(self.observer, "load_retry", 0.0, "torn")
                     bucket.exists(name)  # a fresh lookup: the client drops what it cached of the name
                     continue
@@ -177,11 +185,11 @@ class SessionFiles:
 
 
 def _torn(blob: bytes) -> bool:
-    """Whether *blob* looks like one version's header with another's length (worth reading again)."""
+    """Whether *blob* is not a whole file by its own header (too short for one, or another length)."""
     try:
         return len(blob) != read_header(blob).total_length
     except TamperedSession:
-        return False
+        return len(blob) < HEADER_SIZE or blob[:4] == b"FSSN"
 
 
 class _Retry:

@@ -44,7 +44,7 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 try:
     import anyio.to_thread
@@ -55,7 +55,7 @@ except ModuleNotFoundError as exc:  # say which extra brings it, not just which 
     ) from exc
 
 from .store import SessionStore
-from .websession import CookiePolicy, SameSite, Session, response_headers
+from .websession import MiddlewareBase, Options, Session, response_headers
 
 __all__ = ["SCOPE_KEY", "AsyncSession", "SessionMiddleware"]
 
@@ -199,43 +199,15 @@ class _Locked:
             raise self._error
 
 
-class SessionMiddleware:
+class SessionMiddleware(MiddlewareBase):
     """Pure ASGI middleware giving each HTTP request an :class:`AsyncSession`.
 
     The options are those of :class:`fssession.wsgi.SessionMiddleware`, plus
     ``eager`` (see the module's docstring).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        store: SessionStore,
-        *,
-        cookie_name: str = "fssession",
-        cookie_path: str = "/",
-        cookie_domain: str | None = None,
-        secure: bool = True,
-        httponly: bool = True,
-        samesite: SameSite | None = "Lax",
-        persistent: bool = True,
-        refresh_each_request: bool = True,
-        max_age: int | None = None,
-        policy: CookiePolicy | None = None,
-        eager: bool = True,
-    ) -> None:
-        self.app = app
-        self.store = store
-        self.policy = policy or CookiePolicy(
-            name=cookie_name,
-            path=cookie_path,
-            domain=cookie_domain,
-            secure=secure,
-            httponly=httponly,
-            samesite=samesite,
-            persistent=persistent,
-            refresh_each_request=refresh_each_request,
-        )
-        self.max_age = max_age
+    def __init__(self, app: ASGIApp, store: SessionStore, *, eager: bool = True, **kw: Unpack[Options]) -> None:
+        super().__init__(app, store, kw)
         self.eager = eager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

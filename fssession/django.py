@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import threading
 import zlib
 from collections.abc import Iterator, Mapping
@@ -65,6 +66,7 @@ except ModuleNotFoundError as exc:  # say which extra brings it, not just which 
 from . import django_checks
 from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
 from .ids import new_session_id
+from .layout import NAMING_KEY_FILE
 from .serializers import Serializer, get_serializer, register
 from .store import SessionStore as FileStore
 from .websession import ChangeTracker, apply_changes, fingerprint_with
@@ -401,8 +403,16 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Remove expired sessions (``manage.py clearsessions``), through the store's reaper."""
-        reap = getattr(get_store(), "reap", None)
-        if reap is None:
-            raise NotImplementedError("fssession.django: clear_expired needs SessionStore.reap() (issue 4)")
-        reap()
+        """Remove expired sessions (``manage.py clearsessions``), through the store's reaper.
+
+        It never creates the store: run from a root shell before the app's
+        first request, it would otherwise make a root-only store the app
+        cannot use.  Run as root on a store the app's user owns, the reaper
+        switches to that user first.
+        """
+        path = getattr(settings, "FSSESSION_PATH", None)
+        if not path:
+            raise ImproperlyConfigured("fssession.django: set FSSESSION_PATH to the shared session directory")
+        if not os.path.exists(os.path.join(path, NAMING_KEY_FILE)):
+            return  # no store yet: nothing has expired
+        get_store().reap()

@@ -177,29 +177,19 @@ class FSSessionInterface(SessionInterface):
             response.vary.add("Cookie")
         refresh = bool(app.config["SESSION_REFRESH_EACH_REQUEST"]) and session.sid is not None and session.permanent
         action = session.cookie_action(refresh=refresh)
+        attributes: dict[str, Any] = {
+            "domain": domain,
+            "path": path,
+            "secure": secure,
+            "httponly": httponly,
+            "samesite": samesite,
+            "partitioned": partitioned,
+        }
         if action == "clear":
-            response.delete_cookie(
-                name,
-                domain=domain,
-                path=path,
-                secure=secure,
-                httponly=httponly,
-                samesite=samesite,
-                partitioned=partitioned,
-            )
+            response.delete_cookie(name, **attributes)
         elif action is not None:
             max_age = session.max_age if session.permanent else None
-            response.set_cookie(
-                name,
-                action[1],
-                max_age=max_age,
-                domain=domain,
-                path=path,
-                secure=secure,
-                httponly=httponly,
-                samesite=samesite,
-                partitioned=partitioned,
-            )
+            response.set_cookie(name, action[1], max_age=max_age, **attributes)
 
 
 class FSSession:

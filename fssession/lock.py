@@ -26,7 +26,7 @@ from ._clock import ServerClock
 from ._fs import Dir
 from ._markers import FREE, TARGET, Marker, free_name, parse
 from .errors import LockError, LockLost, LockTimeout, StorageError
-from .settings import LockSettings
+from .settings import LockSettings, Setting
 
 __all__ = ["STAGE_INFIX", "MkdirLock", "read_owner", "remove_stages"]
 
@@ -134,15 +134,8 @@ class MkdirLock:
     def timeout(self, value: float) -> None:
         self.settings = self.settings.with_(timeout=value)
 
-    @property
-    def lease(self) -> float:
-        """The lease of each hold, in seconds."""
-        return self.settings.lease
-
-    @property
-    def fs_slack(self) -> float:
-        """How late this filesystem may show a change, in seconds."""
-        return self.settings.fs_slack
+    lease: Setting[float] = Setting("lease", "The lease of each hold, in seconds.")
+    fs_slack: Setting[float] = Setting("fs_slack", "How late this filesystem may show a change, in seconds.")
 
     # ------------------------------------------------------------ state
     @property

@@ -219,11 +219,13 @@ class _Reaper:
         return self.stats
 
     def _take_lock(self) -> bool:
+        squatter = self._absurd_holder()
         try:
             self.lock.acquire(blocking=False)
         except LockTimeout as exc:
             self.stats.busy = True
-            self._report_wedged(exc)
+            if squatter:
+                self.stats.note("error", self.lock.lock_file, f"{squatter} ({exc})")
             return False
         except StorageError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -232,18 +234,19 @@ class _Reaper:
             # coordination lock may need an inode; overlap is safe anyway.
             self.coordinate = False
             self.stats.note("notice", self.layout.path, "store full: running without coordinating with other reapers")
+        if squatter:
+            self.stats.note("error", self.lock.lock_file, f"{squatter}: taken over")
         return True
 
-    def _report_wedged(self, exc: LockTimeout) -> None:
-        """A holder whose recorded lease is longer than any sane one is a problem to report, not a busy reaper."""
+    def _absurd_holder(self) -> str:
+        """Who holds the coordination lock, if they claim a lease longer than any sane one (else "")."""
         owner = read_owner(self.lock.lock_file)
-        if owner is not None and owner.owner is not None and owner.owner.lease > self.lock.settings.lease_cap:
-            self.stats.note(
-                "error",
-                self.lock.lock_file,
-                f"held by {owner.describe()} with a recorded lease of {owner.owner.lease:g} s, longer than any "
-                f"reaper's; it is honoured only up to {self.lock.settings.lease_cap:g} s ({exc})",
-            )
+        if owner is None or owner.owner is None or owner.owner.lease <= self.lock.settings.lease_cap:
+            return ""
+        return (
+            f"held by {owner.describe()} with a recorded lease of {owner.owner.lease:g} s, longer than any "
+            f"reaper's; it is honoured only up to {self.lock.settings.lease_cap:g} s"
+        )
 
     def _sweep(self, started: float) -> None:
         first = self._read_cursor()

@@ -80,7 +80,7 @@ class MsgpackSerializer:
     name = "msgpack"
 
     def __init__(self) -> None:
-        import msgpack  # type: ignore[import-not-found,unused-ignore]
+        import msgpack  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         self._msgpack: Any = msgpack
 

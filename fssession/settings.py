@@ -11,14 +11,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
     "DEFAULT_ABSOLUTE_MAX_AGE",
     "LockSettings",
     "ReapSettings",
+    "Setting",
     "StoreSettings",
 ]
+
+T = TypeVar("T")
+
+
+class Setting(Generic[T]):
+    """A read-only attribute of an object that shows one field of its ``settings`` (the value lives there, once)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type) -> Setting[T] | T:
+        if obj is None:
+            return self
+        value: T = getattr(getattr(obj, "settings"), self.name)  # noqa: B009 (obj is any object with settings)
+        return value
+
 
 DEFAULT_LEASE = 30.0
 DEFAULT_FS_SLACK = 1.0

@@ -32,7 +32,7 @@ from .keys import Keyring
 from .layout import StoreLayout, header_value
 from .owners import OwnerIndex, SessionInfo
 from .serializers import Serializer, get_serializer
-from .settings import StoreSettings
+from .settings import Setting, StoreSettings
 
 if TYPE_CHECKING:
     from .reaper import ReapStats
@@ -89,20 +89,9 @@ class SessionStore(StoreCore):
         self._editing = threading.local()
 
     # ------------------------------------------------------------ settings, for callers
-    @property
-    def max_age(self) -> int:
-        """The idle lifetime of new sessions, in seconds."""
-        return self.settings.max_age
-
-    @property
-    def absolute_max_age(self) -> int | None:
-        """The absolute lifetime of new sessions, in seconds (None: unbounded)."""
-        return self.settings.absolute_max_age
-
-    @property
-    def lock_timeout(self) -> float:
-        """Seconds an edit waits for the session's lock."""
-        return self.settings.lock_timeout
+    max_age: Setting[int] = Setting("max_age", "The idle lifetime of new sessions, in seconds.")
+    absolute_max_age: Setting[int | None] = Setting("absolute_max_age", "The absolute lifetime of new sessions.")
+    lock_timeout: Setting[float] = Setting("lock_timeout", "Seconds an edit waits for the session's lock.")
 
     @property
     def touch_interval(self) -> float:
@@ -290,6 +279,10 @@ class SessionStore(StoreCore):
             for name in names:
                 ended += self._delete_name(name, only_tag=tag)
                 self.owners.remove(tag, name)
+                # A login between its two steps (entry written, file not yet):
+                # if it checked its entry before the removal above, its file is
+                # there now, and it is ended here; if after, it ends itself.
+                ended += self._delete_name(name, only_tag=tag)
         raise StorageError(errno.EAGAIN, "sessions of this owner keep appearing faster than they end", owner)
 
     def end_session(self, owner: str, handle: str) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack, cast
 
 from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
 from .serializers import PickleSerializer, Serializer
@@ -35,7 +35,10 @@ from .store import SessionStore
 __all__ = [
     "ChangeTracker",
     "CookieAction",
+    "CookieOptions",
     "CookiePolicy",
+    "MiddlewareBase",
+    "Options",
     "Session",
     "apply_changes",
     "fingerprint_with",
@@ -132,6 +135,20 @@ def apply_changes(target: dict[str, Any], sets: Mapping[str, Any], deleted: set[
 
 
 @dataclass(frozen=True)
+class CookieOptions(TypedDict, total=False):
+    """The cookie keywords both middlewares (WSGI, ASGI) take; each builds a :class:`CookiePolicy` from them."""
+
+    cookie_name: str
+    cookie_path: str
+    cookie_domain: str | None
+    secure: bool
+    httponly: bool
+    samesite: SameSite | None
+    persistent: bool
+    refresh_each_request: bool
+
+
+@dataclass(frozen=True)
 class CookiePolicy:
     """How the session cookie is named, scoped and protected.
 
@@ -164,6 +181,23 @@ class CookiePolicy:
         for label, value in (("path", self.path), ("domain", self.domain or "")):
             if any(c in value for c in ";,\r\n\0"):
                 raise ValueError(f"invalid cookie {label} {value!r}")
+
+    @classmethod
+    def from_options(cls, policy: CookiePolicy | None = None, **options: Unpack[CookieOptions]) -> CookiePolicy:
+        """*policy* if given, else one built from the middleware's cookie keywords (defaults for the rest)."""
+        if policy is not None:
+            return policy
+        defaults = cls()
+        return cls(
+            name=options.get("cookie_name", defaults.name),
+            path=options.get("cookie_path", defaults.path),
+            domain=options.get("cookie_domain", defaults.domain),
+            secure=options.get("secure", defaults.secure),
+            httponly=options.get("httponly", defaults.httponly),
+            samesite=options.get("samesite", defaults.samesite),
+            persistent=options.get("persistent", defaults.persistent),
+            refresh_each_request=options.get("refresh_each_request", defaults.refresh_each_request),
+        )
 
     def read(self, cookie_header: str | None) -> str | None:
         """The session id the client sent in a ``Cookie`` header, or None.
@@ -611,6 +645,25 @@ class Session(MutableMapping[str, Any]):
         if self.cookie_sid is not None:
             return "clear"
         return None
+
+
+class Options(CookieOptions, total=False):
+    """The keywords both middlewares take: the cookie's, plus ``max_age`` (new sessions' idle lifetime,
+    default the store's; the cookie's Max-Age follows it) and ``policy`` (a ready CookiePolicy)."""
+
+    max_age: int | None
+    policy: CookiePolicy | None
+
+
+class MiddlewareBase:
+    """What the WSGI and ASGI middlewares share: the application, the store, the cookie policy, max_age."""
+
+    def __init__(self, app: Any, store: SessionStore, options: Options) -> None:
+        self.app = app
+        self.store = store
+        self.max_age = options.get("max_age")
+        cookie = cast(CookieOptions, {k: v for k, v in options.items() if k not in ("max_age", "policy")})
+        self.policy = CookiePolicy.from_options(options.get("policy"), **cookie)
 
 
 def split_cookie(value: str | None) -> tuple[str | None, int]:

@@ -31,10 +31,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from .store import SessionStore
-from .websession import CookiePolicy, SameSite, Session, response_headers
+from .websession import MiddlewareBase, Options, Session, response_headers
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware"]
 
@@ -48,7 +48,7 @@ WSGIEnviron = dict[str, Any]
 WSGIApp = Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]
 
 
-class SessionMiddleware:
+class SessionMiddleware(MiddlewareBase):
     """Wrap a WSGI application so that each request has ``environ["fssession.session"]``.
 
     The cookie options build a :class:`~fssession.websession.CookiePolicy`
@@ -57,36 +57,8 @@ class SessionMiddleware:
     store's); the cookie's Max-Age follows it.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        store: SessionStore,
-        *,
-        cookie_name: str = "fssession",
-        cookie_path: str = "/",
-        cookie_domain: str | None = None,
-        secure: bool = True,
-        httponly: bool = True,
-        samesite: SameSite | None = "Lax",
-        persistent: bool = True,
-        refresh_each_request: bool = True,
-        max_age: int | None = None,
-        policy: CookiePolicy | None = None,
-        environ_key: str = ENVIRON_KEY,
-    ) -> None:
-        self.app = app
-        self.store = store
-        self.policy = policy or CookiePolicy(
-            name=cookie_name,
-            path=cookie_path,
-            domain=cookie_domain,
-            secure=secure,
-            httponly=httponly,
-            samesite=samesite,
-            persistent=persistent,
-            refresh_each_request=refresh_each_request,
-        )
-        self.max_age = max_age
+    def __init__(self, app: WSGIApp, store: SessionStore, *, environ_key: str = ENVIRON_KEY, **kw: Unpack[Options]):
+        super().__init__(app, store, kw)
         self.environ_key = environ_key
 
     def make_session(self, environ: WSGIEnviron) -> Session:

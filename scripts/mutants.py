@@ -3,7 +3,8 @@
 Usage: .venv/bin/python scripts/mutants.py [NAME-SUBSTRING]
 (restores every file afterwards, whatever happens).  The "local clock"
 mutant needs the sshfs testbed (root, FUSE); without it its tests are
-skipped and it reports so.
+skipped and it reports so.  A mutant whose tests hang (a FIFO opened
+blocking) counts as caught once the run exceeds its time limit.
 """
 
 from __future__ import annotations
@@ -13,80 +14,113 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = "fssession/lock.py"
+CORE = "fssession/_lockcore.py"
+STORE = "fssession/_storecore.py"
+REAPER = "fssession/reaper.py"
+LIMIT = 900  # seconds for one mutant's tests
 
 # name -> (file, [(original text, broken text)], pytest selection)
 MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
-    "no token read-back (lost replies)": (
-        LOCK,
+    "no recognition of our own renames whose reply was lost": (
+        CORE,
         [
-            ("            if name in ctx.mine:  # a publish or take-over of ours", "            if False:  # mutant"),
-            ("                there = _exists(os.path.join(self._path, marker))\n", "                there = False\n"),
-            ("        names = _listing(self._path)\n        for name in names or ():", "        for name in ():"),
+            ("        if marker.name in state.mine:\n", "        if False:\n"),
+            ("        if exc.errno in _fs.AMBIGUOUS and state.directory.exists(ours):", "        if False:"),
+            (
+                "        if name in state.mine:\n            return _hold(state, name)",
+                "        if False:\n            pass",
+            ),
         ],
-        "tests/test_lock_processes.py -k lost",
+        "tests/lock/test_processes.py tests/lock/test_review.py -k 'reply_was_lost or unknown_answer'",
     ),
-    "no lease check (take over live holders)": (
-        LOCK,
+    "no lease check (live holders taken over)": (
+        CORE,
+        [("    if watched > lease or (age is not None and age > lease):", "    if True:")],
+        "tests/lock/test_api.py tests/lock/test_processes.py -k 'live_holder or stopped'",
+    ),
+    "a recorded lease trusted without a bound": (
+        CORE,
+        [("    lease = min(recorded, settings.lease_cap) * (1 + DRIFT)", "    lease = recorded * (1 + DRIFT)")],
+        "tests/lock/test_api.py -k max_lease",
+    ),
+    "acquire and take over by delete-and-create instead of an exact-name rename": (
+        CORE,
         [
             (
-                "        if is_dead_here(owner.owner) or watched > lease or (age is not None and age > lease):",
-                "        if True:",
+                "        state.directory.rename(source, ours)",
+                "        state.directory.unlink_quietly(source)\n        state.directory.symlink('x', ours)",
             )
         ],
-        "tests/test_lock_processes.py -k 'live_holder or stopped'",
-    ),
-    "break a stale lock by deleting it": (
-        LOCK,
-        [
-            (
-                "            os.rename(os.path.join(self._path, owner.name), os.path.join(self._path, ours))",
-                "            _remove_tree_quietly(self._path)\n            return 'retry-now'",
-            )
-        ],
-        "tests/test_lock_processes.py -k 'double_break or slow_breaker'",
+        "tests/lock/test_processes.py -k 'double_break or slow_breaker or exclusion'",
     ),
     "release without the exact-name rename": (
-        LOCK,
+        CORE,
         [
             (
-                "                self._rename_marker(marker, released_name)",
-                "                _remove_tree_quietly(self._path); os.mkdir(self._path); os.symlink('x', released)",
+                '    _move(hold, free_name(hold.prefix, value), "release")',
+                "    hold.directory.unlink_quietly(hold.marker)\n"
+                "    hold.directory.symlink('x', free_name(hold.prefix, value))",
             )
         ],
-        "tests/test_lock_processes.py -k 'stopped or release_of_lost'",
+        "tests/lock/test_processes.py tests/lock/test_api.py -k 'stopped or release_of_lost'",
     ),
-    "judge age by the local clock": (
-        LOCK,
+    "judge a holder's age by the local clock": (
+        CORE,
+        [("        now = state.clock()\n", "        now = state.clock()\n        now = __import__('time').time()\n")],
+        "tests/lock/test_shared.py -k 'skew and sshfs'",
+    ),
+    "an edit trusts its first read under the lock (no stale-read check)": (
+        STORE,
+        [("            if again.header.generation >= wanted:", "            if True:")],
+        "tests/store/test_store.py -k 'rereads or lost_the_lock'",
+    ),
+    "no fence before the commit": (
+        STORE,
+        [("            _lockcore.fence(hold, value)\n", "            pass\n")],
+        "tests/store/test_store.py -k lost_the_lock_writes_nothing",
+    ),
+    "a file not bound to its session id": (
+        "fssession/fileformat.py",
         [
             (
-                "        server_now_ns = stage_ns + int((now - stamped_after) * 1e9)",
-                "        server_now_ns = time.time_ns()",
+                '    mac = hmac.new(key.mac, _DOMAIN + sid + b"\\0", "sha256")',
+                '    mac = hmac.new(key.mac, _DOMAIN, "sha256")',
+            ),
+            ("    for key in keyring.candidates(header.hint, sid):", "    for key in [keyring.signing]:"),
+        ],
+        "tests/store/test_store.py tests/core/test_fileformat.py -k 'moved_onto or own_session'",
+    ),
+    "the reaper removes without judging the session again under its lock": (
+        REAPER,
+        [("        if not self._expired(None, idle, expires, st.st_mtime):", "        if False:")],
+        "tests/reaper/test_reaper.py -k touched_since",
+    ),
+    "the reaper ignores session locks": (
+        REAPER,
+        [
+            (
+                "            hold = self._lock(name).acquire(guesses, 0, blocking=False)",
+                "            self.dir.unlink(name)\n            self.stats.removed += 1\n            return",
             )
         ],
-        "tests/test_lock_shared.py -k 'skew and sshfs'",
+        "tests/reaper/test_reaper.py -k held_session",
     ),
-    "edit trusts its first read under the lock (no beacon check)": (
+    "a login racing end_sessions is not re-checked": (
         "fssession/store.py",
-        [("            if found[0].generation >= claimed:", "            if True:")],
-        "tests/test_store.py -k rereads",
-    ),
-    "reaper removes what it claimed without judging it again": (
-        "fssession/reaper.py",
         [
             (
-                "        if header is not None and header.expired(self.now(), st.st_mtime, self.grace):",
-                "        if True:",
+                "        self._publish_new(name, blob, header)\n        self._still_listed(tag, name)",
+                "        self._publish_new(name, blob, header)",
             )
         ],
-        "tests/test_reaper.py -k 'touched_since or claims'",
+        "tests/store/test_owners.py -k racing",
     ),
-    "reaper ignores session locks": (
-        "fssession/reaper.py",
-        [("        if not _lexists(entry.path + LOCK_SUFFIX):", "        if True:")],
-        "tests/test_reaper.py -k locked_session",
+    "the cookie's generation is ignored (rollbacks accepted)": (
+        "fssession/websession.py",
+        [("min_generation=self._cookie_generation)", "min_generation=0)")],
+        "tests/web/test_wsgi.py tests/web/test_flask.py tests/web/test_asgi.py -k restoring",
     ),
-    "web commit writes the whole session, not just this request's keys": (
+    "a web commit writes the whole session, not just this request's keys": (
         "fssession/websession.py",
         [
             (
@@ -94,9 +128,56 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                 "                        stored.clear(); stored.update(self._data)",
             )
         ],
-        "tests/test_web_wsgi.py -k overlap",
+        "tests/web/test_wsgi.py tests/web/test_flask.py tests/web/test_django.py tests/web/test_asgi.py "
+        "tests/web/test_websession.py -k overlap",
+    ),
+    "a Django save writes the whole session, not just this request's keys": (
+        "fssession/django.py",
+        [
+            (
+                "                    apply_changes(stored, sets, deleted)",
+                "                    stored.clear(); stored.update(data)",
+            )
+        ],
+        "tests/web/test_django.py -k overlap",
+    ),
+    "files opened without O_NONBLOCK (a planted FIFO hangs)": (
+        "fssession/_fs.py",
+        [
+            (
+                "O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC",
+                "O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC",
+            )
+        ],
+        "tests/store/test_store.py -k fifo",
+    ),
+    "directories opened following symlinks": (
+        "fssession/_fs.py",
+        [
+            (
+                "O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC",
+                "O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC",
+            )
+        ],
+        "tests/store/test_store.py tests/reaper/test_reaper.py -k 'symlinks_are_never_followed or fifo_or_symlink'",
     ),
 }
+
+
+def _run(selection: str) -> tuple[bool, str]:
+    try:
+        r = subprocess.run(
+            f"{sys.executable} -m pytest -q -x -p no:cacheprovider {selection}",
+            shell=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=LIMIT,
+        )
+    except subprocess.TimeoutExpired:
+        return True, f"hung past {LIMIT} s (what the property prevents)"
+    last = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return r.returncode == 1, last
 
 
 def main() -> int:
@@ -114,17 +195,9 @@ def main() -> int:
                     return 2
                 text = text.replace(old, new)
             (ROOT / file).write_text(text)
-            r = subprocess.run(
-                f"{sys.executable} -m pytest -q -x -p no:cacheprovider {selection}",
-                shell=True,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            last = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
-            caught = r.returncode == 1
+            caught, last = _run(selection)
             survived += not caught
-            print(f"{'caught  ' if caught else 'SURVIVED'} {name}: {last}")
+            print(f"{'caught  ' if caught else 'SURVIVED'} {name}: {last}", flush=True)
             (ROOT / file).write_text(originals[file])
     finally:
         for file, text in originals.items():

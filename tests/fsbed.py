@@ -11,9 +11,17 @@ Fixtures
                 tears it down (<kind>-down) when pytest moves on to the next
                 kind or ends.  Returns a :class:`SharedFS`: two mounts of ONE
                 export, i.e. two "hosts" with separate client caches.
+                Inside the NFS VM (tests/nfsbed.py runs ``pytest -m nfs``
+                there) it is parametrized over "nfs-PROFILE" instead, one per
+                profile in FSSESSION_NFS_PROFILES (else nfs-vm-run's): that
+                profile's two NFS clients, which the VM owns (nothing is
+                brought up or torn down).
     hostsim     returns :func:`hostsim_cmd` (skips if hostsim cannot run).
 
 Helpers
+    slow_fs() -> True under FSSESSION_SLOW_FS=1 (also SharedFS.slow): the
+        filesystem is emulated (the NFS VM under TCG), so use small counts
+    in_nfs_guest() -> True inside the NFS VM (nfs-vm-run sets TESTBED_KIND=nfs)
     hostsim_cmd(name, skew=None, net=False) -> argv prefix, e.g.
         subprocess.run(hostsim_cmd("web1", skew="+30s") + [sys.executable, ...])
     hostsim_available() -> (ok, reason)
@@ -28,6 +36,7 @@ Environment
                                  (defaults: sshfs fresh, gluster default).
     FSSESSION_TESTBED_TIMEOUT    seconds allowed for one "*-up" (default 900;
                                  the first run may install Debian packages).
+    FSSESSION_SLOW_FS=1          the shared filesystem is slow (emulated): see slow_fs().
 
 Needs root and /dev/fuse.  Only one GlusterFS testbed can run per machine
 (port 24007), so do not run the gluster kind from parallel pytest processes
@@ -61,6 +70,9 @@ KINDS = ("sshfs", "gluster")
 REQUIRE_ENV = "FSSESSION_REQUIRE_SHARED"
 KINDS_ENV = "FSSESSION_SHARED_KINDS"
 TIMEOUT_ENV = "FSSESSION_TESTBED_TIMEOUT"
+SLOW_ENV = "FSSESSION_SLOW_FS"
+GUEST_KIND = "nfs"  # the kind shared_fs has inside the NFS VM
+NFS_PROFILES_ENV = "FSSESSION_NFS_PROFILES"
 
 VISIBLE_TIMEOUT = 30.0  # seconds fresh_dir() waits for mount 2 to see the dir
 DOWN_TIMEOUT = 120.0
@@ -69,13 +81,18 @@ __all__ = [
     "KINDS",
     "SharedFS",
     "TestbedError",
+    "guest_profiles",
+    "guest_testbed",
     "hostsim",
     "hostsim_available",
     "hostsim_cmd",
+    "in_nfs_guest",
     "require_shared",
     "shared_fs",
+    "slow_fs",
     "start_testbed",
     "stop_testbed",
+    "unavailable",
 ]
 
 
@@ -85,12 +102,28 @@ class TestbedError(RuntimeError):
     __test__ = False  # not a test class, despite the name
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_shared() -> bool:
     """True if FSSESSION_REQUIRE_SHARED asks for failures instead of skips."""
-    return os.environ.get(REQUIRE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return _flag(REQUIRE_ENV)
 
 
-def _unavailable(reason: str) -> NoReturn:
+def slow_fs() -> bool:
+    """True if FSSESSION_SLOW_FS says the filesystem under test is emulated: use small counts."""
+    return _flag(SLOW_ENV)
+
+
+def in_nfs_guest() -> bool:
+    """True inside the NFS VM, where nfs-vm-run gives a profile's two NFS mounts."""
+    env = os.environ
+    return env.get("TESTBED_KIND") == GUEST_KIND and bool(env.get("TESTBED_MOUNT_1") and env.get("TESTBED_MOUNT_2"))
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for REASON, or fail under FSSESSION_REQUIRE_SHARED=1."""
     if require_shared():
         pytest.fail(f"{reason} [{REQUIRE_ENV}=1, so this is a failure]", pytrace=False)
     pytest.skip(reason)
@@ -111,6 +144,7 @@ class SharedFS:
     export: Path  # server-side directory (gluster: the brick; read only!)
     base: Path  # the testbed's private directory (state, logs, mounts)
     profile: str = ""  # cache profile the scripts used
+    slow: bool = False  # emulated (FSSESSION_SLOW_FS): use small iteration counts
 
     def fresh_dir(self, name: str = "t", timeout: float = VISIBLE_TIMEOUT) -> tuple[Path, Path]:
         """Create a new unique directory through mount 1.
@@ -221,8 +255,34 @@ def start_testbed(kind: str, base: Path | None = None) -> SharedFS:
         export=export,
         base=base,
         profile=profile.group(1) if profile else "",
+        slow=slow_fs(),
     )
     return bed
+
+
+def guest_profiles() -> list[str]:
+    """Inside the NFS VM: the profiles shared_fs runs over (FSSESSION_NFS_PROFILES, else nfs-vm-run's -p)."""
+    raw = os.environ.get(NFS_PROFILES_ENV, "").strip()
+    if raw:
+        return [p.strip() for p in raw.split(",") if p.strip()]
+    return [os.environ.get("NFSVM_PROFILE", "")]
+
+
+def guest_testbed(profile: str) -> SharedFS:
+    """Inside the NFS VM: PROFILE's two NFS mounts (client a, client b), as nfs-vm-run gives them."""
+    env = os.environ
+    try:
+        mounts = (Path(env[f"NFSVM_{profile.upper()}_A"]), Path(env[f"NFSVM_{profile.upper()}_B"]))
+    except KeyError:
+        raise TestbedError(f"the NFS VM has no profile {profile!r}") from None
+    return SharedFS(
+        kind=GUEST_KIND,
+        mounts=mounts,
+        export=Path(env.get("TESTBED_EXPORT", "/srv/nfs")),
+        base=Path(env.get("NFSVM_BASE", "/")),
+        profile=profile,
+        slow=slow_fs(),
+    )
 
 
 def stop_testbed(kind: str, base: Path) -> None:
@@ -265,20 +325,35 @@ def _selected_kinds() -> set[str] | None:
     return {k.strip() for k in raw.split(",") if k.strip()}
 
 
-@pytest.fixture(scope="session", params=list(KINDS), ids=list(KINDS))
+def _fixture_params() -> tuple[list[str], list[str]]:
+    """(params, test ids) of shared_fs: the kinds, or inside the NFS VM "nfs-PROFILE" for each profile."""
+    if in_nfs_guest():
+        ids = [f"{GUEST_KIND}-{p}" for p in guest_profiles()]
+        return ids, ids
+    return list(KINDS), list(KINDS)
+
+
+@pytest.fixture(scope="session", params=_fixture_params()[0], ids=_fixture_params()[1])
 def shared_fs(request: pytest.FixtureRequest) -> Iterator[SharedFS]:
-    """Two mounts of one shared export (sshfs, then gluster); see SharedFS."""
-    kind: str = request.param
+    """Two mounts of one shared export (sshfs, then gluster; inside the NFS VM: nfs); see SharedFS."""
+    kind, _, profile = str(request.param).partition("-")
     selected = _selected_kinds()
     if selected is not None and kind not in selected:
         pytest.skip(f"{kind} testbed not selected ({KINDS_ENV}={os.environ[KINDS_ENV]})")
+    if kind == GUEST_KIND:
+        try:
+            bed = guest_testbed(profile)
+        except TestbedError as exc:
+            unavailable(str(exc))
+        yield bed  # the VM's mounts outlive this session: nothing to tear down
+        return
     failure = None
     try:
         bed = start_testbed(kind)
     except TestbedError as exc:
         failure = f"{kind} testbed unavailable: {exc}"
     if failure is not None:
-        _unavailable(failure)
+        unavailable(failure)
     yield bed
     stop_testbed(kind, bed.base)
 
@@ -348,5 +423,5 @@ def hostsim() -> Callable[..., list[str]]:
     """hostsim_cmd, after checking that simulated hosts work here."""
     ok, reason = hostsim_available()
     if not ok:
-        _unavailable(f"hostsim unavailable: {reason}")
+        unavailable(f"hostsim unavailable: {reason}")
     return hostsim_cmd

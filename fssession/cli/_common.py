@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from .._fs import Dir
 from .._privileges import RootPolicy, owner_switch_needed
@@ -71,6 +71,33 @@ def enter_store(path: str, allow_root: bool) -> None:
                     None,
                 )
         RootPolicy(allow_root).apply(root.fd)
+
+
+def add_prometheus(parser: argparse.ArgumentParser) -> None:
+    """``--prometheus FILE`` (stats, reap)."""
+    parser.add_argument(
+        "--prometheus",
+        metavar="FILE",
+        help="also write the counts to FILE in node_exporter's textfile format, atomically "
+        "(its directory must be writable by the user this runs as: the store's owner, when started as root)",
+    )
+
+
+def write_prometheus(command: str, stats: Any, path: str | None) -> int:
+    """With ``--prometheus FILE``: write *stats* there for node_exporter; 0 done (or not asked), 1 failed."""
+    if path is None:
+        return 0
+    try:
+        from ..prometheus import write_textfile
+    except ImportError as exc:
+        print(f"fssession {command}: --prometheus: {exc}", file=sys.stderr)
+        return 1
+    try:
+        write_textfile(stats, path)
+    except OSError as exc:
+        print(f"fssession {command}: cannot write {printable(path)}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _may(uid: int, gid: int, st: os.stat_result, bits: int) -> bool:

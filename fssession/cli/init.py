@@ -6,6 +6,7 @@ import argparse
 import grp
 import pwd
 import stat
+from collections.abc import Callable
 
 from ..errors import SessionError
 from ..provision import init_store
@@ -15,21 +16,20 @@ __all__ = ["add_arguments", "run"]
 
 
 def _user(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+    return _id_of(text, "user", lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def _group(text: str) -> int:
+    return _id_of(text, "group", lambda name: grp.getgrnam(name).gr_gid)
+
+
+def _id_of(text: str, what: str, lookup: Callable[[str], int]) -> int:
     if text.isdigit():
         return int(text)
     try:
-        return grp.getgrnam(text).gr_gid
+        return lookup(text)
     except KeyError:
-        raise argparse.ArgumentTypeError(f"no such group: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"no such {what}: {text!r}") from None
 
 
 def _mode(text: str) -> int:

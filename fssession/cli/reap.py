@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="sweep with N processes (1)")
     parser.add_argument("--lease", type=float, default=30.0, metavar="S", help="the store's lock lease (30)")
     parser.add_argument("--fs-slack", type=float, default=1.0, metavar="S", help="the store's fs_slack (1)")
+    _common.add_prometheus(parser)
     _common.add_allow_root(parser)
 
 
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.clear()
     _print(stats, args)
-    return 1 if stats.errors else 0
+    written = _common.write_prometheus("reap", stats, args.prometheus)
+    return 1 if stats.errors or written else 0
 
 
 def _print(stats: ReapStats, args: argparse.Namespace) -> None:

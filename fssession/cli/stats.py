@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temp-age", type=float, default=3600.0, metavar="S", help="temp files older than S s are orphaned (3600)"
     )
+    _common.add_prometheus(parser)
     _common.add_allow_root(parser)
 
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.clear()
-    return _print(stats, args)
+    code = _print(stats, args)
+    return max(code, _common.write_prometheus("stats", stats, args.prometheus))
 
 
 def _print(stats: StoreStats, args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ One command per benchmark, each with ``--quick`` (a smoke run) and a results JSO
 - :mod:`.e2e`: the 3-node demo cluster under N clients (``scripts/bench e2e``); backends in
   :mod:`.e2e_apps`, nodes in :mod:`.e2e_cluster` and :mod:`.e2e_node`, clients in :mod:`.e2e_load`;
 - :mod:`.lock`: the lock alone (``scripts/bench lock``); contenders in :mod:`.locks`;
+- :mod:`.events`: what the ``on_event`` hook costs a load and an edit (``scripts/bench events``);
 - :mod:`.plot` and :mod:`.docs`: the e2e plot and docs/benchmarks.md from the results (``scripts/bench docs``);
 - :mod:`.common`: what they share: syscall counts with strace, rates, percentiles, scratch
   directories, worker processes, the machine's description, results files, tables.

@@ -18,12 +18,16 @@ the reaper removes the sessions of visitors that expired.  The report says
 what each step showed; the exit status is 0 only if every check passed.
 
 ``--serve`` only starts the nodes and prints their URLs, for trying the
-little page (login, counter, logout) in a browser.
+little page (login, counter, logout) in a browser.  ``--metrics``: each
+node's store reports to a Prometheus observer, served at ``/metrics``
+(``tools/metrics_plot.py`` samples them during a run and draws the plot in
+docs/metrics.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import signal
 import sys
@@ -33,7 +37,7 @@ from pathlib import Path
 from fssession import SessionStore
 
 from .cluster import Cluster, hostsim_works, prepare_dirs
-from .config import FS_SLACK, LEASE, LOCK_TIMEOUT, MAX_AGE
+from .config import FS_SLACK, LEASE, LOCK_TIMEOUT, MAX_AGE, METRICS_ENV
 from .report import Report
 from .story import tell
 
@@ -57,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "sim", "local"],
         default="auto",
         help="sim: each node a simulated host (hostsim; needs root); local: plain processes; auto: sim if possible",
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", help="each node serves its store's Prometheus metrics at /metrics"
     )
     parser.add_argument("--requests", type=int, default=300, help="requests in the main burst (300)")
     parser.add_argument("--threads", type=int, default=8, help="client threads (8)")
@@ -130,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     views, remove = prepare_dirs(args.path)
     secret = secrets.token_hex(32)  # a fresh key per run, handed to the nodes by environment
     cluster = Cluster(secret, simulated)
+    if args.metrics:
+        os.environ[METRICS_ENV] = "1"  # the nodes inherit it
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         print_setting(views, bool(args.path), simulated)
         cluster.start(views)
         print_nodes(cluster)
+        if args.metrics:
+            print("   each node serves its store's metrics (Prometheus) at /metrics")
         if args.serve:
             return serve(cluster)
         store = SessionStore(views[0], secret, lease=LEASE, fs_slack=FS_SLACK)

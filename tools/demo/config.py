@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 SECRET_ENV = "FSSESSION_DEMO_SECRET"  # the key reaches the nodes by environment, not argv (ps shows argv)
+METRICS_ENV = "FSSESSION_DEMO_METRICS"  # set (by --metrics): each node serves its store's metrics at /metrics
 NODE_HEADER = "X-Fssession-Node"
 SESSION_HEADER = "X-Fssession-Session"
 

@@ -1,0 +1,1 @@
+"""The operator's tools: the fssession command, doctor, stats and inspect, Prometheus output."""
