@@ -152,7 +152,19 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_at_start": os.getloadavg(),
         "started": time.time(),
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    """The checkout's commit (with "+changes" when files differ from it): which code made the figures."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    if head.returncode != 0:
+        return "?"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO
+    )
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def _lines(path: str) -> list[str]:

@@ -68,7 +68,8 @@ def header(found: dict[str, dict[str, Any]]) -> list[str]:
     for name in NAMES:
         doc = found.get(name)
         if doc:
-            lines.append(f"| {name} | `{doc['command']}` | {doc['machine']['date']} | {_took(doc)} |")
+            code = doc["machine"].get("commit", "?")
+            lines.append(f"| {name} | `{doc['command']}` | {doc['machine']['date']}, code {code} | {_took(doc)} |")
         else:
             lines.append(f"| {name} | not run | - | - |")
     return [*lines, "", "`--quick` on any of them is a smoke run of a few seconds to a minute.", ""]
