@@ -181,7 +181,7 @@ def fs_type(directory: Path) -> str:
         ["findmnt", "-n", "-o", "FSTYPE", "--target", str(directory)], capture_output=True, text=True, check=False
     )
     if found.returncode == 0 and found.stdout.strip():
-        return found.stdout.strip()
+        return found.stdout.split()[-1]  # mounts stacked on one place: the last is the one in use
     out = subprocess.run(["stat", "-f", "-c", "%T", str(directory)], capture_output=True, text=True, check=False)
     return out.stdout.strip() or "?"
 
