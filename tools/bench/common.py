@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -118,6 +122,82 @@ def wait_for_start(start_at: float) -> None:
     """In a worker of :func:`in_parallel`: wait for the common start."""
     while time.monotonic() < start_at:
         time.sleep(0.0005)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The *q*-quantile (0..1) of *values*: the smallest value with at least a share *q* at or below it."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
+
+
+# ------------------------------------------------------------ machine, results
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: date, host, CPU, cores, load, kernel, Python."""
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _lines("/proc/cpuinfo") if line.startswith("model name")), "?"
+    )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_at_start": os.getloadavg(),
+        "started": time.time(),
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str:
+    """The checkout's commit (with "+changes" when files differ from it): which code made the figures."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    if head.returncode != 0:
+        return "?"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO
+    )
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def fs_type(directory: Path) -> str:
+    """The type of the filesystem *directory* is on: the mount's (ext4, tmpfs, fuse.sshfs), else ``stat -f``'s."""
+    found = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "--target", str(directory)], capture_output=True, text=True, check=False
+    )
+    if found.returncode == 0 and found.stdout.strip():
+        return found.stdout.split()[-1]  # mounts stacked on one place: the last is the one in use
+    out = subprocess.run(["stat", "-f", "-c", "%T", str(directory)], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "?"
+
+
+def save_results(path: Path, name: str, argv: Sequence[str], info: dict[str, Any], results: Any) -> None:
+    """Write one benchmark's results as JSON: the command, the machine (with the load at the end), the figures."""
+    info = {**info, "load_at_end": os.getloadavg(), "elapsed_s": round(time.time() - info["started"])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "command": " ".join(["scripts/bench", *argv]), "machine": info, "results": results}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"results written to {path}", file=sys.stderr)
+
+
+def default_json(name: str, quick: bool) -> Path:
+    """Where a run's results go unless --json says: bench-results/NAME[-quick].json (not committed)."""
+    return REPO / "bench-results" / f"{name}{'-quick' if quick else ''}.json"
 
 
 # --------------------------------------------------------------------- tables

@@ -1,7 +1,9 @@
 """The workloads whose syscalls the benchmarks count, each run in a process of its own under strace.
 
 ``python -m tools.bench.cycles lock NAME PATH N``: N acquire+release of lock contender NAME;
-``python -m tools.bench.cycles store OP DIR N``: N loads, edits or creates of fssession's store.
+``python -m tools.bench.cycles store NAME OP DIR N SETUP``: N loads, edits, creates or deletes on
+store contender NAME, with SETUP sessions made first (a delete needs them; give the same SETUP to
+the run of 0, so that making them cancels out).
 Each warms up first, so that a run of N minus a run of 0 is what N operations cost.
 :func:`argv` builds these commands.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 from tools import python_module
 
 from .locks import make_lock
-from .stores import FSSESSION, STORES, payload
+from .stores import STORES, payload
 
 
 def argv(workload: str, *args: str | int | Path) -> list[str]:
@@ -35,29 +37,30 @@ def lock_cycles(name: str, path: str, n: int) -> None:
         lock.release()
 
 
-def store_cycles(op: str, root: Path, n: int) -> None:
-    """*n* operations *op* (load, edit, create) on 200-byte sessions of fssession's store, after one of each."""
-    store = STORES[FSSESSION](root)
-    keys = [store.create(payload(200)) for _ in range(5)]
-    store.load(keys[0])
-    store.edit(keys[0])
+def store_cycles(name: str, op: str, root: Path, n: int, setup: int) -> None:
+    """*n* operations *op* (load, edit, create, delete) on 200-byte sessions of store *name*, after one of each."""
+    store = STORES[name](root)
+    keys = [store.create(payload(200)) for _ in range(max(6, setup + 1))]
+    store.load(keys[-1])
+    store.edit(keys[-1])
+    store.delete(keys.pop())
     for i in range(n):
-        key = keys[i % 5]
         if op == "load":
-            store.load(key)
+            store.load(keys[i % 5])
         elif op == "edit":
-            store.edit(key)
+            store.edit(keys[i % 5])
+        elif op == "delete":
+            store.delete(keys[i])
         else:
             store.create(payload(200))
 
 
 def main(args: list[str]) -> None:
     """Run the workload that :func:`argv` describes."""
-    workload, what, where, n = args
-    if workload == "lock":
-        lock_cycles(what, where, int(n))
+    if args[0] == "lock":
+        lock_cycles(args[1], args[2], int(args[3]))
     else:
-        store_cycles(what, Path(where), int(n))
+        store_cycles(args[1], args[2], Path(args[3]), int(args[4]), int(args[5]))
 
 
 if __name__ == "__main__":

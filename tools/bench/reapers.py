@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import string
 import subprocess
 import sys
 import time
@@ -44,6 +46,22 @@ class Contender:
     purge: Purge
     build: Builder
     first_size_only: bool
+
+
+def count_entries(root: Path) -> tuple[int, int]:
+    """(regular files, symlinks) under *root*, symlinks not followed."""
+    files = links = 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_symlink():
+                    links += 1
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    files += 1
+    return files, links
 
 
 CONTENDERS: dict[str, Contender] = {}
@@ -106,23 +124,45 @@ def build_store(root: Path, expired: int, live: int) -> None:
 
 
 def build_django(root: Path, expired: int, live: int) -> None:
-    """Django file-backend sessions: *expired* with an expiry in the past, *live* ones fresh."""
+    """Django file-backend sessions: *expired* with an expiry in the past, *live* ones fresh.
+
+    Django makes one of each (its own encoding and signature); they are
+    copied under fresh session keys, as :func:`build_store` does, since
+    making 100k through Django takes longer than clearing them.
+    """
     code = f"""
-import sys, datetime
+import sys
 from django.conf import settings
 settings.configure(SECRET_KEY="{KEY}", SESSION_ENGINE="django.contrib.sessions.backends.file",
                    SESSION_FILE_PATH=sys.argv[1], USE_TZ=True, INSTALLED_APPS=["django.contrib.sessions"])
 import django; django.setup()
 from django.contrib.sessions.backends.file import SessionStore
-for i in range({expired + live}):
+for name, expiry in (("expired", -3600), ("live", None)):
     s = SessionStore()
     s["user"] = "alice"; s["n"] = 1
-    if i < {expired}:
-        s.set_expiry(-3600)
+    if expiry is not None:
+        s.set_expiry(expiry)
     s.create()
+    print(name, s.session_key)
 """
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-c", code, str(root)], check=True, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code, str(root)], check=True, cwd=REPO, capture_output=True, text=True)
+    prefix = "sessionid"  # Django's file names: SESSION_COOKIE_NAME + the session key
+    made = dict(line.split() for line in out.stdout.splitlines())
+    blobs = {kind: (root / (prefix + key)).read_bytes() for kind, key in made.items()}
+    for key in made.values():
+        (root / (prefix + key)).unlink()
+    old = time.time() - EXPIRED_AGE
+    for i in range(expired + live):
+        path = root / (prefix + _django_key())
+        path.write_bytes(blobs["expired" if i < expired else "live"])
+        if i < expired:
+            os.utime(path, (old, old))
+
+
+def _django_key() -> str:
+    """A fresh key as Django's file backend accepts one (32 of lowercase letters and digits)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(32))
 
 
 # ------------------------------------------------------------------- purging
@@ -167,16 +207,23 @@ def run_child(body: str, root: Path, strace: bool) -> Result:
 
 @contender(BASELINE)
 def find(root: Path, strace: bool) -> Result:
-    """The floor: ``find DIR -type f -mmin +N -delete`` (no expiry logic, no locks)."""
-    before = sum(1 for _ in root.rglob("*"))
-    argv = ["find", str(root), "-type", "f", "-mmin", f"+{EXPIRED_AGE // 120}", "-delete"]
+    """The floor: ``find DIR -mmin +N ( -type f -o -type l ) -delete`` (no expiry logic, no locks).
+
+    ``-type f`` alone would leave every expired session's lock marker (a
+    symlink) behind, doing half the reaper's removals: the markers of the
+    expired sessions are as old as their files, so ``-type l`` removes them
+    and nothing live.  ``removed`` counts session files, as the reaper does.
+    """
+    before = count_entries(root)
+    argv = ["find", str(root), "-mmin", f"+{EXPIRED_AGE // 120}", "(", "-type", "f", "-o", "-type", "l", ")", "-delete"]
     t0 = time.perf_counter()
     if strace:
         counts, _ = traced(argv)
     else:
         subprocess.run(argv, check=True)
     seconds = time.perf_counter() - t0
-    result: Result = {"seconds": seconds, "removed": before - sum(1 for _ in root.rglob("*"))}
+    after = count_entries(root)
+    result: Result = {"seconds": seconds, "removed": before[0] - after[0], "markers_removed": before[1] - after[1]}
     if strace:
         result["syscalls"] = fs_calls(counts)
     return result
@@ -189,7 +236,7 @@ def reaper(root: Path, strace: bool) -> Result:
     return run_child(body, root, strace)
 
 
-@contender("reaper-2")
+@contender("reaper-2", first_size_only=True)  # the large size measures memory: one job is enough
 def reaper_2(root: Path, strace: bool) -> Result:
     """fssession's reaper, two jobs."""
     body = "from fssession.reaper import reap; s = reap(sys.argv[1], grace=60, jobs=2); removed = s.removed"

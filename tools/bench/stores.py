@@ -1,8 +1,9 @@
 """The session stores the store benchmark compares, each one registered class: name -> a store at a directory.
 
 A contender is a class built from a directory, with ``create(data) -> key``,
-``load(key) -> data`` and ``edit(key)`` (increment ``data["n"]``: read,
-modify, write, locked if the store locks), decorated with :func:`contender`.
+``load(key) -> data``, ``edit(key)`` (increment ``data["n"]``: read,
+modify, write, locked if the store locks) and ``delete(key)``, decorated
+with :func:`contender`.
 Registration order is table order; :data:`FLOOR` is what the others are
 divided by.  Django and cachelib are imported only when their contender is
 built (``scripts/bench store`` installs them).
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from fssession import SessionStore
+from fssession.events import Event
 
 KEY = "benchmark-secret-key-0123456789"
 FLOOR = "bare floor"
 FSSESSION = "fssession"
+SEALED = "fssession sealed"
 
 
 class Store(Protocol):
@@ -34,6 +37,9 @@ class Store(Protocol):
 
     def edit(self, key: str) -> None:
         """Increment the session's ``n``."""
+
+    def delete(self, key: str) -> None:
+        """Remove the session."""
 
 
 S = TypeVar("S", bound=type[Store])
@@ -60,7 +66,7 @@ class Bare:
     """The floor: only the work any file session store must do.
 
     load: open+read+unpickle; edit: mkdir a lock, read, write a temp file,
-    rename, rmdir; create: write a temp file, rename.
+    rename, rmdir; create: write a temp file, rename; delete: unlink.
     """
 
     def __init__(self, root: Path) -> None:
@@ -95,13 +101,18 @@ class Bare:
         self._write(self.root / key, pickle.dumps(data))
         os.rmdir(lock)
 
+    def delete(self, key: str) -> None:
+        os.unlink(self.root / key)
+
 
 @contender(FSSESSION)
 class Ours:
-    """fssession's SessionStore (its edit takes the session's lock)."""
+    """fssession's SessionStore (its edit and delete take the session's lock), signed files."""
+
+    options: dict[str, Any] = {}  # noqa: RUF012 (read only: what a variant passes to SessionStore)
 
     def __init__(self, root: Path) -> None:
-        self.store = SessionStore(root, secret_key=KEY, max_age=3600)
+        self.store = SessionStore(root, secret_key=KEY, max_age=3600, **self.options)
 
     def create(self, data: dict[str, Any]) -> str:
         return self.store.create(data)
@@ -112,6 +123,27 @@ class Ours:
     def edit(self, key: str) -> None:
         with self.store.edit(key) as data:
             data["n"] += 1
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+
+@contender(SEALED)
+class Sealed(Ours):
+    """fssession with ``encrypt=True``: AES-256-GCM sealed files (issue 15)."""
+
+    options = {"encrypt": True}  # noqa: RUF012
+
+
+def _no_op(event: Event) -> None:
+    """An observer that does nothing: what the event hook costs when someone listens."""
+
+
+class Observed(Ours):
+    """fssession with a no-op ``on_event`` observer (issue 15); not in the main table (see store.events)."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = SessionStore(root, secret_key=KEY, max_age=3600, on_event=_no_op)
 
 
 @contender("django file")
@@ -146,6 +178,9 @@ class Django:
         s["n"] = s.get("n", 0) + 1
         s.save()
 
+    def delete(self, key: str) -> None:
+        self.cls(session_key=key).delete()
+
 
 @contender("cachelib")
 class Cachelib:
@@ -168,3 +203,6 @@ class Cachelib:
         data = self.cache.get(key)
         data["n"] += 1
         self.cache.set(key, data)
+
+    def delete(self, key: str) -> None:
+        self.cache.delete(key)
