@@ -129,9 +129,17 @@ def get_serializer(which: str | int | Serializer) -> Serializer:
 
     ``ValueError`` for one that is not known (msgpack: when not installed).
     """
-    if isinstance(which, Serializer) and not isinstance(which, (str, int)):
+    # Every load resolves its header's serializer id here; a dict lookup first
+    # keeps the runtime-checkable protocol check (slow: it inspects attributes)
+    # off that path.
+    if isinstance(which, int):
+        found = _BY_ID.get(which)
+    elif isinstance(which, str):
+        found = _BY_NAME.get(which)
+    elif isinstance(which, Serializer):
         return which
-    found = _BY_NAME.get(which) if isinstance(which, str) else _BY_ID.get(which)
+    else:
+        found = None
     if found is None and which in ("msgpack", 3):
         found = _msgpack()
     if found is None:
