@@ -464,7 +464,7 @@ def release(hold: Hold, value: str) -> None:
 # lock the instant it let go would beat them every time (that is how waiters
 # starve).  Its next acquire of the same lock steps back for a moment first.
 _CONTENDED: dict[tuple[str, str], float] = {}
-_YIELD = 0.004  # about two of a waiter's polls at the backoff's smallest cap
+_YIELD = 0.001  # measured: 4 ms halved P=8 throughput and raised its p99 30x for a 3x lower max wait
 
 
 def _yield_to_waiters(state: _Attempt) -> None:
