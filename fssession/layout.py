@@ -13,7 +13,8 @@
     PATH/ab/N                           a session file (N: 64 hex, a keyed hash of the id)
     PATH/ab/N.f,... N.o,... N.c,...     its lock marker (see _markers.py)
     PATH/ab/N.tmp-<16 hex>              a write in progress
-    PATH/ab/.nfsXXXX                    an NFS client's silly rename of a file still open
+    PATH/ab/.nfsXXXX, .fuse_hiddenXXXX  a removed file still open somewhere: NFS's and
+                                        FUSE's (sshfs) name for it until it is closed
 
 Everything reaches the store through this class: the store, the reaper,
 ``stats``, ``inspect``, the doctor and the tests.  It holds the store's root
@@ -75,7 +76,7 @@ class Kind(enum.Enum):
     SESSION = "session"
     MARKER = "lock marker"
     TEMP = "temp file"
-    NFS_SILLY = "NFS silly-renamed file"
+    NFS_SILLY = "removed file still open (NFS/FUSE silly rename)"
     FOREIGN = "foreign"
     # in the root only
     BUCKET = "bucket"
@@ -98,6 +99,10 @@ class Name:
 
 
 _FOREIGN = Name(Kind.FOREIGN)
+# What the NFS client (silly rename) and the FUSE kernel module (without
+# hard_remove) call a file removed while a process on that host holds it
+# open; its client removes it at the last close.
+_STILL_OPEN = (".nfs", ".fuse_hidden")
 
 
 def _is_session_name(name: str) -> bool:
@@ -108,7 +113,7 @@ def classify(name: str) -> Name:
     """What the bucket entry *name* is (never raises; anything unknown is FOREIGN)."""
     if _is_session_name(name):
         return Name(Kind.SESSION, name)
-    if name.startswith(".nfs"):
+    if name.startswith(_STILL_OPEN):
         return Name(Kind.NFS_SILLY)
     session, dot, rest = name[:NAME_LENGTH], name[NAME_LENGTH : NAME_LENGTH + 1], name[NAME_LENGTH + 1 :]
     if dot != "." or not _is_session_name(session):

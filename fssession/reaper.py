@@ -79,7 +79,7 @@ class ReapStats:
     temp_files: int = 0
     orphans: int = 0  # lock markers without a session (crash between steps), removed
     litter: int = 0  # abandoned lock stages and clock probes
-    nfs_pending: int = 0  # NFS silly-renamed files: still open somewhere, left alone
+    nfs_pending: int = 0  # removed files still open somewhere (.nfs*, .fuse_hidden*), left alone
     owner_entries: int = 0  # owner-index entries whose session was gone, pruned
     garbage: int = 0  # not ours or not readable as a session: reported, left alone
     errors: int = 0

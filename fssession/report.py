@@ -59,7 +59,7 @@ class StoreStats:
     unmarked_sessions: int = 0  # session files without their lock marker (tampering, or a crash mid-create)
     temp_files: int = 0
     temp_files_orphaned: int = 0  # older than temp_age: the reaper removes them
-    nfs_pending: int = 0  # NFS silly-renamed files: still open somewhere
+    nfs_pending: int = 0  # removed files still open somewhere (.nfs*, .fuse_hidden*)
     litter: int = 0  # abandoned lock stages, clock probes and doctor directories in the root
     owners: int = 0  # owners with sessions listed in the owner index ("log out everywhere")
     owner_entries: int = 0  # entries in the owner index (one per owned session, briefly more after a crash)

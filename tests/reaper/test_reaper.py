@@ -385,3 +385,35 @@ def test_free_markers_say_what_the_reaper_needs(tmp_path: Path) -> None:
     assert parsed is not None and parsed.kind == FREE
     generation, idle, expires = parsed.value.split(".")
     assert (generation, idle) == ("1", "77") and int(expires) > time.time() + 900
+
+
+@pytest.mark.shared
+@pytest.mark.nfs
+def test_a_removed_file_still_open_is_left_to_the_client_holding_it(shared_fs: SharedFS) -> None:
+    """A session deleted while a process holds its file open: NFS (and FUSE) keep it as ``.nfs*``
+    (``.fuse_hidden*``) until the last close.  Reapers on both mounts count it, never remove it,
+    and call nothing garbage; the client removes it when the file is closed."""
+    a, b = shared_fs.fresh_dir("still-open")
+    store = SessionStore(a, secret_key=KEY, max_age=100)
+    kept = store.create({"kept": True})
+    sid = store.create({"gone": True})
+    path = Path(store.layout.path_for(sid))
+    with open(path, "rb") as held:
+        store.delete(sid)
+        pending = [n for n in os.listdir(path.parent) if n.startswith((".nfs", ".fuse_hidden"))]
+        print(f"{shared_fs.kind}: deleted while open, left as {pending}")
+        if shared_fs.kind == "nfs":
+            assert len(pending) == 1, f"no silly rename on NFS: {os.listdir(path.parent)}"
+        for root in (a, b):
+            stats = reap(root, grace=2)
+            assert stats.errors == 0 and stats.garbage == 0, stats.problems
+            assert stats.removed == 0 and stats.nfs_pending <= len(pending), stats
+            if root == a:
+                assert stats.nfs_pending == len(pending), "the holding client sees its own"
+            assert all(os.path.lexists(path.parent / n) for n in pending), "a file still open was removed"
+        assert held.read(4) == b"FSSN", "the open file still reads as the session it was"
+    deadline = time.monotonic() + 60
+    while any(os.path.lexists(path.parent / n) for n in pending):
+        assert time.monotonic() < deadline, f"the client never removed {pending} after the last close"
+        time.sleep(0.2)
+    assert SessionStore(b, secret_key=KEY, max_age=100).load(kept) == {"kept": True}
