@@ -261,12 +261,16 @@ def test_an_empty_lock_directory_is_free(lockpath: Path) -> None:
 
 
 def test_junk_beside_the_marker_is_ignored(lockpath: Path) -> None:
+    """FUSE's and NFS's names for a removed file still open (and anything else) never wedge the lock."""
     MkdirLock(lockpath).acquire(timeout=0).lock.release()
-    (lockpath / ".fuse_hidden0000000a00000001").write_text("x")
-    (lockpath / "stray").mkdir()
-    with MkdirLock(lockpath).acquire(timeout=0):
-        pass
-    assert sorted(os.listdir(lockpath)) == [".fuse_hidden0000000a00000001", "f,", "stray"]
+    junk = [".fuse_hidden0000000a00000001", ".nfs00000000000a1b2c00000001", "stray"]
+    (lockpath / junk[0]).write_text("x")
+    (lockpath / junk[1]).write_text("x")
+    (lockpath / junk[2]).mkdir()
+    for _ in range(2):
+        with MkdirLock(lockpath).acquire(timeout=0):
+            pass
+    assert sorted(os.listdir(lockpath)) == sorted([*junk, "f,"])
 
 
 def test_foreign_entries_and_no_marker_are_refused_not_guessed(lockpath: Path) -> None:
