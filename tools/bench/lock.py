@@ -14,12 +14,17 @@ rounds, and only ratios taken in the same run are compared.
 Usage: scripts/bench [--dir DIR ...] [--quick] [--json OUT]
 Each --dir is benchmarked (default: a directory on local disk, plus /dev/shm).
 Shared mounts: pass a mount path, e.g. one printed by scripts/testbed/sshfs-up.
+--testbed nfs boots the NFS VM (scripts/testbed/nfs-vm-up) and runs this
+benchmark inside it on each profile in FSSESSION_NFS_PROFILES (default
+v3,v42): two kernel NFS clients of one export.  Under TCG emulation only the
+ratios and the syscall counts mean anything, not the times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -222,10 +227,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--testbed",
         action="append",
-        choices=["sshfs", "gluster"],
+        choices=["sshfs", "gluster", "nfs"],
         help="bring up this shared-filesystem testbed (two mounts of one export; needs root) and benchmark it",
     )
+    parser.add_argument("--in-nfs-guest", action="store_true", help=argparse.SUPPRESS)  # set by --testbed nfs
     return parser.parse_args(argv)
+
+
+def bench_nfs_guest(quick: bool) -> dict[str, Any]:
+    """Inside the NFS VM (nfs-vm-run): the profile's two NFS clients."""
+    profile = os.environ["NFSVM_PROFILE"]
+    one, two = Path(os.environ["TESTBED_MOUNT_1"]), Path(os.environ["TESTBED_MOUNT_2"])
+    return bench_dir(one, quick, two, f"kernel NFS {profile}, two clients of one export (in a QEMU guest)")
+
+
+def bench_nfs(quick: bool) -> list[dict[str, Any]]:
+    """Boot the NFS VM, run this benchmark inside it on each profile, stop the VM."""
+    from tests.nfsbed import start_nfs_vm, stop_nfs_vm
+
+    profiles = [p for p in os.environ.get("FSSESSION_NFS_PROFILES", "v3,v42").split(",") if p]
+    print("bringing up the NFS VM ...", file=sys.stderr)
+    vm = start_nfs_vm()
+    results: list[dict[str, Any]] = []
+    try:
+        for profile in profiles:
+            out = vm.base / f"bench-{profile}.json"
+            argv = [sys.executable, "-m", "tools.bench.lock", "--in-nfs-guest", "--json", str(out)]
+            proc = vm.run(profile, [*argv, *(["--quick"] if quick else [])], timeout=7200)
+            if proc.returncode != 0:
+                print(f"NFS {profile} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}", file=sys.stderr)
+                continue
+            print(f"(in the {vm.accel.upper()} guest)\n{proc.stdout}", flush=True)
+            results += json.loads(out.read_text())
+    finally:
+        stop_nfs_vm(vm)
+    return results
 
 
 def bench_testbed(kind: str, quick: bool) -> dict[str, Any]:
@@ -246,11 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dirs = args.dir or ([] if args.testbed else [Path(tempfile.gettempdir()), Path("/dev/shm")])
     results = []
+    if args.in_nfs_guest:
+        dirs = []
+        results.append(bench_nfs_guest(args.quick))
+        print(report(results[-1]) + "\n", flush=True)
     for d in dirs:
         print(f"benchmarking {d} ...", file=sys.stderr)
         results.append(bench_dir(d, args.quick))
         print(report(results[-1]) + "\n", flush=True)
     for kind in args.testbed or []:
+        if kind == "nfs":
+            results += bench_nfs(args.quick)  # the guest printed its reports
+            continue
         results.append(bench_testbed(kind, args.quick))
         print(report(results[-1]) + "\n", flush=True)
     if args.json:
