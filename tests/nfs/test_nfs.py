@@ -84,12 +84,19 @@ FAIL = '<testcase classname="tests.t" name="test_b[nfs-v3]" time="2.0"><failure 
 SKIP = '<testcase classname="tests.t" name="test_c[nfs-v3]" time="0"><skipped message="y">y</skipped></testcase>'
 
 
-def test_an_inner_run_passes_only_if_tests_ran_and_none_failed(tmp_path: Path) -> None:
-    """The host's verdict on an inner run (no VM needed): failures, no report, or nothing run all fail it."""
+def test_an_inner_run_passes_only_if_tests_ran_and_none_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's verdict on an inner run (no VM needed): failures, no report, or nothing run all fail it,
+    and so does a skip when CI requires the shared filesystems."""
     counts, cases = read_junit(_report(tmp_path, [PASS, SKIP], skipped=1))
     assert counts == {"tests": 2, "failures": 0, "errors": 0, "skipped": 1}
     assert cases == [("tests.t::test_a[nfs-v3]", "passed", 1.5), ("tests.t::test_c[nfs-v3]", "skipped", 0.0)]
+    monkeypatch.setenv("FSSESSION_REQUIRE_SHARED", "0")
     assert InnerRun(["v3"], 0, "", 1.0, counts, cases).problems() == []
+    monkeypatch.setenv("FSSESSION_REQUIRE_SHARED", "1")
+    assert InnerRun(["v3"], 0, "", 1.0, counts, cases).problems() == [
+        "FSSESSION_REQUIRE_SHARED=1 and inner tests were skipped: tests.t::test_c[nfs-v3]"
+    ]
+    monkeypatch.setenv("FSSESSION_REQUIRE_SHARED", "0")
 
     counts, cases = read_junit(_report(tmp_path, [PASS, FAIL], failures=1))
     assert ("tests.t::test_b[nfs-v3]", "failed", 2.0) in cases
