@@ -159,6 +159,7 @@ def _try(directory: Path, host: str, hostsim: Hostsim, timeout: float, lease: fl
     return finish(proc, timeout=timeout + 60)
 
 
+@pytest.mark.nfs
 @pytest.mark.parametrize("late", [False, True], ids=["waiting", "late-arrival"])
 def test_dead_holder_on_another_host_is_replaced_within_lease_plus_2s(
     shared_fs: SharedFS, hostsim: Hostsim, late: bool
@@ -189,6 +190,7 @@ def test_dead_holder_on_another_host_is_replaced_within_lease_plus_2s(
         assert recovered >= lease * 0.9, "a holder on another host was judged dead before its lease ran out"
 
 
+@pytest.mark.nfs
 def test_stopped_holder_is_fenced_across_mounts(shared_fs: SharedFS, hostsim: Hostsim) -> None:
     a, b = shared_fs.fresh_dir("fence")
     lease = 2.0
