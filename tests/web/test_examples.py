@@ -221,10 +221,10 @@ def test_django_example_manage_py_check(tmp_path: Path) -> None:
     assert not_a_dir.returncode == 1 and "fssession.E004" in not_a_dir.stderr, not_a_dir.stderr
 
 
-def test_the_readme_top_code_compiles() -> None:
-    """Every Python block of docs/README-top.md (the README's user-facing part) is valid Python."""
-    text = (REPO / "docs" / "README-top.md").read_text()
+def test_the_readme_code_compiles() -> None:
+    """Every Python block of README.md is valid Python."""
+    text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert len(blocks) >= 5
     for n, block in enumerate(blocks):
-        compile(block, f"README-top.md python block {n}", "exec")
+        compile(block, f"README.md python block {n}", "exec")
