@@ -14,22 +14,20 @@ A :class:`Session` is a lazy, change-tracking view of one stored session:
   so that the only file I/O happens in load, commit and ``locked`` (which lets
   the ASGI adapter run all of it off the event loop).
 
-:class:`CookiePolicy` says how the session cookie is read and written.
+:class:`CookiePolicy` (in ``_cookie``, imported from here) says how the session
+cookie is read and written; ``_changes`` finds what a request changed.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
-from email.utils import formatdate
-from typing import Any, Literal, TypedDict, Unpack, cast
+from typing import Any, Literal, cast
 
+from ._changes import ChangeTracker, apply_changes, fingerprint_with
+from ._cookie import CookieOptions, CookiePolicy, join_cookie, split_cookie
 from .errors import InvalidSessionId, SessionNotFound, SessionTooLarge, TamperedSession
-from .serializers import PickleSerializer, Serializer
 from .store import SessionStore
 
 __all__ = [
@@ -49,199 +47,8 @@ __all__ = [
 
 log = logging.getLogger("fssession.web")
 
-SameSite = Literal["Lax", "Strict", "None"]
 # What the response should do with the cookie: set it to this id, clear it, or leave it alone.
 CookieAction = tuple[Literal["set"], str] | Literal["clear"] | None
-
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def _pickled(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def fingerprint_with(serializer: Serializer) -> Callable[[Any], object]:
-    """A function that says what a value looked like through *serializer* (the store's), to notice in-place changes."""
-
-    def fingerprint(value: Any) -> object:
-        try:
-            return serializer.dumps({"": value})
-        except Exception:
-            # Cannot be encoded: never equal to anything, so it counts as
-            # changed and the store reports the real problem when it writes.
-            return object()
-
-    return fingerprint
-
-
-_default_fingerprint = fingerprint_with(PickleSerializer())
-
-
-class ChangeTracker:
-    """Which keys one request changed, relative to the data it loaded.
-
-    Keys set or deleted through the mapping are recorded as it happens; a value
-    mutated in place is found at commit by comparing its pickle with the one
-    taken at load.  Only these keys are applied to the stored session, so a
-    concurrent request's changes to other keys survive.
-    """
-
-    def __init__(self, fingerprint: Callable[[Any], object] | None = None) -> None:
-        self._fingerprint = fingerprint or _default_fingerprint
-        self._snapshot: dict[str, object] = {}
-        self._set: set[str] = set()
-        self._deleted: set[str] = set()
-
-    def reset(self, data: Mapping[str, Any]) -> None:
-        """Start over: *data* is now what is stored, and nothing is changed."""
-        self._snapshot = {key: self._fingerprint(value) for key, value in data.items()}
-        self._set.clear()
-        self._deleted.clear()
-
-    def record_set(self, key: str) -> None:
-        """*key* was assigned (even to an equal value: the request meant to set it)."""
-        self._set.add(key)
-        self._deleted.discard(key)
-
-    def record_delete(self, key: str) -> None:
-        """*key* was removed."""
-        self._deleted.add(key)
-        self._set.discard(key)
-
-    @property
-    def explicit(self) -> bool:
-        """Whether any key was set or deleted through the mapping."""
-        return bool(self._set or self._deleted)
-
-    def changes(self, current: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
-        """The keys to write (with their values) and the keys to remove, given the data as it is now."""
-        sets = {
-            key: value
-            for key, value in current.items()
-            if key in self._set or self._snapshot.get(key, _ABSENT) != self._fingerprint(value)
-        }
-        deleted = {key for key in (self._deleted | self._snapshot.keys()) if key not in current}
-        return sets, deleted
-
-
-_ABSENT = object()
-
-
-def apply_changes(target: dict[str, Any], sets: Mapping[str, Any], deleted: set[str]) -> None:
-    """Apply one request's changes to a freshly read copy of the stored data."""
-    for key in deleted:
-        target.pop(key, None)
-    target.update(sets)
-
-
-@dataclass(frozen=True)
-class CookieOptions(TypedDict, total=False):
-    """The cookie keywords both middlewares (WSGI, ASGI) take; each builds a :class:`CookiePolicy` from them."""
-
-    cookie_name: str
-    cookie_path: str
-    cookie_domain: str | None
-    secure: bool
-    httponly: bool
-    samesite: SameSite | None
-    persistent: bool
-    refresh_each_request: bool
-
-
-@dataclass(frozen=True)
-class CookiePolicy:
-    """How the session cookie is named, scoped and protected.
-
-    The defaults are the safe ones: ``HttpOnly``, ``SameSite=Lax`` and
-    ``Secure`` (set ``secure=False`` only for plain-HTTP development).  With
-    ``persistent`` the cookie carries ``Max-Age`` (and ``Expires``) matching
-    the session's idle lifetime; without, it is a browser-session cookie.
-    With ``refresh_each_request`` the cookie is re-sent on every request that
-    used the session, so that its ``Max-Age`` slides along with the server-side
-    idle lifetime (this costs a header, not a write).
-    """
-
-    name: str = "fssession"
-    path: str = "/"
-    domain: str | None = None
-    secure: bool = True
-    httponly: bool = True
-    samesite: SameSite | None = "Lax"
-    persistent: bool = True
-    refresh_each_request: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.name or not set(self.name) <= _TOKEN_CHARS:
-            raise ValueError(f"invalid cookie name {self.name!r}")
-        if self.samesite not in ("Lax", "Strict", "None", None):
-            raise ValueError(f"samesite must be 'Lax', 'Strict', 'None' or None, not {self.samesite!r}")
-        if self.samesite == "None" and not self.secure:
-            # Browsers drop SameSite=None cookies that are not Secure.
-            raise ValueError("samesite='None' requires secure=True")
-        for label, value in (("path", self.path), ("domain", self.domain or "")):
-            if any(c in value for c in ";,\r\n\0"):
-                raise ValueError(f"invalid cookie {label} {value!r}")
-
-    @classmethod
-    def from_options(cls, policy: CookiePolicy | None = None, **options: Unpack[CookieOptions]) -> CookiePolicy:
-        """*policy* if given, else one built from the middleware's cookie keywords (defaults for the rest)."""
-        if policy is not None:
-            return policy
-        defaults = cls()
-        return cls(
-            name=options.get("cookie_name", defaults.name),
-            path=options.get("cookie_path", defaults.path),
-            domain=options.get("cookie_domain", defaults.domain),
-            secure=options.get("secure", defaults.secure),
-            httponly=options.get("httponly", defaults.httponly),
-            samesite=options.get("samesite", defaults.samesite),
-            persistent=options.get("persistent", defaults.persistent),
-            refresh_each_request=options.get("refresh_each_request", defaults.refresh_each_request),
-        )
-
-    def read(self, cookie_header: str | None) -> str | None:
-        """The session id the client sent in a ``Cookie`` header, or None.
-
-        The first cookie of our name wins (browsers send the most specific
-        path first).  The value is not validated here: the store does that,
-        and a malformed one becomes a fresh session with a warning.
-        """
-        if not cookie_header:
-            return None
-        for part in cookie_header.split(";"):
-            name, sep, value = part.partition("=")
-            if sep and name.strip() == self.name:
-                value = value.strip()
-                if len(value) >= 2 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                return value or None
-        return None
-
-    def _attributes(self) -> list[str]:
-        attrs = [f"Path={self.path}"]
-        if self.domain:
-            attrs.append(f"Domain={self.domain}")
-        if self.secure:
-            attrs.append("Secure")
-        if self.httponly:
-            attrs.append("HttpOnly")
-        if self.samesite:
-            attrs.append(f"SameSite={self.samesite}")
-        return attrs
-
-    def set_header(self, sid: str, max_age: int) -> str:
-        """The ``Set-Cookie`` value that gives the client *sid* for *max_age* seconds."""
-        parts = [f"{self.name}={sid}"]
-        if self.persistent:
-            # Expires is the client's wall clock, not the file server's: it is
-            # only a fallback for clients that ignore Max-Age.
-            parts += [f"Max-Age={int(max_age)}", f"Expires={formatdate(time.time() + max_age, usegmt=True)}"]
-        return "; ".join(parts + self._attributes())
-
-    def clear_header(self) -> str:
-        """The ``Set-Cookie`` value that removes the cookie from the client."""
-        parts = [f"{self.name}=", "Max-Age=0", "Expires=Thu, 01 Jan 1970 00:00:00 GMT"]
-        return "; ".join(parts + self._attributes())
 
 
 class Session(MutableMapping[str, Any]):
@@ -664,29 +471,6 @@ class MiddlewareBase:
         self.max_age = options.get("max_age")
         cookie = cast(CookieOptions, {k: v for k, v in options.items() if k not in ("max_age", "policy")})
         self.policy = CookiePolicy.from_options(options.get("policy"), **cookie)
-
-
-def split_cookie(value: str | None) -> tuple[str | None, int]:
-    """A cookie value ``<id>.<generation>`` (or a bare id) -> (id, generation the client saw; 0 if none).
-
-    The id is not validated here (the store does that); a generation that is
-    not a small number is ignored.
-    """
-    if not value:
-        return None, 0
-    sid, dot, generation = value.partition(".")
-    if dot and sid and generation.isdigit() and len(generation) <= 18:
-        return sid, int(generation)
-    return value, 0  # not ours: the store will refuse it as a malformed id
-
-
-def join_cookie(sid: str, generation: int) -> str:
-    """The cookie value for session *sid* last seen at *generation*.
-
-    The generation lets a load refuse a file rolled back (by someone who can
-    write the store) to a version older than the client already saw.
-    """
-    return f"{sid}.{generation}" if generation > 0 else sid
 
 
 def response_headers(session: Session, policy: CookiePolicy) -> list[tuple[str, str]]:
