@@ -7,11 +7,8 @@ hostname and PID namespace) where the machine allows, reporting its port.
 
 from __future__ import annotations
 
-import os
 import secrets
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,9 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
-from tools import REPO
-from tools.demo.cluster import HOSTSIM, Node, _die_with_parent, hostsim_works, stop_node
-from tools.demo.config import NODE_NAMES, SECRET_ENV
+from tools.demo.cluster import Node, hostsim_works, launch, stop_node
+from tools.demo.config import NODE_NAMES
 
 from .e2e_node import command
 
@@ -30,31 +26,7 @@ START_TIMEOUT = 90.0  # a hang guard: Django's start-up on a loaded machine take
 
 def start(backend: str, name: str, path: Path, secret: str, simulate: bool) -> Node:
     """Start one node of *backend* and wait for it to say which port it serves."""
-    argv = command(backend, name, path)
-    if simulate:
-        argv = [str(HOSTSIM), name, "--", *argv]
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO,
-        env={**os.environ, SECRET_ENV: secret},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=_die_with_parent,
-    )
-    node = Node(name, path, proc)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        line = proc.stdout.readline() if ready else ""
-        if line.startswith("PORT "):
-            _, port, _, pid, _, host = line.split()
-            node.port, node.pid, node.host = int(port), int(pid), host
-            return node
-        if not ready or not line:
-            stop_node(node)
-            raise RuntimeError(f"{backend} node {name} did not start (exit status {proc.poll()})")
+    return launch(command(backend, name, path), name, path, secret, simulate, START_TIMEOUT)
 
 
 class Cluster:

@@ -75,7 +75,11 @@ class Node:
 
 def start_node(name: str, path: Path, peers_file: Path, secret: str, simulate: bool, timeout: float = 30.0) -> Node:
     """Start one node and wait for it to say which port it serves."""
-    argv = node_process.command(name, path, peers_file)
+    return launch(node_process.command(name, path, peers_file), name, path, secret, simulate, timeout)
+
+
+def launch(argv: list[str], name: str, path: Path, secret: str, simulate: bool, timeout: float) -> Node:
+    """Run *argv* as node *name* (a simulated host if asked) and wait for its ``PORT`` line."""
     if simulate:
         argv = [str(HOSTSIM), name, "--", *argv]
     proc = subprocess.Popen(
