@@ -4,11 +4,14 @@ The read is ``open``, ``fstat``, ``read``, ``close`` through the bucket's
 descriptor (``_fs.Dir.read``), then the MAC check bound to the session id.
 What real shared filesystems do to it, and what is done about it:
 
-* ``ENOENT``: final, at once, unless this process read or wrote that session
-  within the last minute; then retried briefly (sshfs reports a file another
-  host is replacing as missing for a moment, even from ``fstat`` of an open
-  file).  A well-formed id nobody issued therefore costs one ``open``, never a
-  sleep.
+* ``ENOENT``: an ``lstat`` of the name follows (a fresh lookup).  If the name
+  is there, the open met the file it replaced (GlusterFS reports such a
+  handle as ``ENOENT``, not ``ESTALE``, under load): retried as for
+  ``ESTALE``.  If not, final at once, unless this process read or wrote that
+  session within the last minute; then retried briefly (sshfs reports a file
+  another host is replacing as missing for a moment, even from ``fstat`` of
+  an open file).  A well-formed id nobody issued therefore costs an ``open``
+  and an ``lstat``, never a sleep.
 * ``ESTALE``/``EBADFD`` (NFS, GlusterFS: a handle to a version another host
   replaced): an ``lstat`` makes the client look the name up again, then the
   read is retried, for up to ``fs_slack`` seconds.
@@ -97,6 +100,13 @@ class SessionFiles:
             try:
                 blob, st = bucket.read(name, self.limit)
             except FileNotFoundError:
+                if bucket.exists(name) is True and retry.stale():
+                    # The name is there: the open met the file it replaced
+                    # (GlusterFS reports a handle to a replaced file as
+                    # ENOENT); the fresh lookup just made has refreshed it.
+                    emit(self.observer, "load_retry", 0.0, "ENOENT")
+                    time.sleep(retry.pause())
+                    continue
                 if not retry.missing():
                     self.seen.forget(name)
                     return None
@@ -114,9 +124,11 @@ class SessionFiles:
                 # caches), so it is read afresh until the bound; one that fails
                 # its MAC is read once more, and refused when the same bytes
                 # come back.
-                if (_torn(blob) or blob != refused) and retry.torn():
+                torn = _torn(blob)
+                if (torn or blob != refused) and retry.torn():
                     refused = blob
-                    emit(self.observer, "load_retry", 0.0, "torn")
+                    if torn:  # the second look at a file that fails its MAC is not a retry
+                        emit(self.observer, "load_retry", 0.0, "torn")
                     bucket.exists(name)  # a fresh lookup: the client drops what it cached of the name
                     continue
                 log.warning("refusing session file %s: %s", bucket.path(name), exc.reason)
