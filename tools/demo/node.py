@@ -11,6 +11,7 @@ scrape makes no session).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -89,6 +90,10 @@ def main(argv: list[str]) -> None:
     """Run the node that :func:`command` describes."""
     if len(argv) != 3:
         sys.exit("usage: python -m tools.demo.node NAME PATH PEERS_FILE (started by the demo, not by hand)")
+    # fssession's package logger has only a NullHandler (a library's manners):
+    # a node is an application, and its warnings (a refused file, a rollback)
+    # belong on its stderr, which the demo shows.
+    logging.basicConfig(level=logging.WARNING, format=f"{argv[0]} %(name)s %(levelname)s %(message)s")
     run_node(argv[0], Path(argv[1]), Path(argv[2]))
 
 
