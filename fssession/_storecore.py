@@ -79,16 +79,38 @@ class StoreCore:
 
     def _check_rollback(self, name: str, sid: str, wanted: int) -> Found | None:
         """An older generation than the client saw: a stale cache, or a rollback.  Decide by reading again."""
-        deadline = time.monotonic() + 2 * self.settings.lock.fs_slack + 0.1
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
-            self._list_quietly(name)
-            found = self._live(self._read(name, sid))
-            if found is None or found.header.generation >= wanted:
-                return found
+        found, caught_up = self._catch_up(name, sid, wanted)
+        if caught_up or self._live(found) is None:
+            return self._live(found)  # current now, gone, or expired (then nothing to refuse)
         log.warning("session file %s was rolled back (generation older than its client saw)", name)
         emit(self.observer, "rollback_refused")
         raise TamperedSession(f"rolled back: generation older than the client's {wanted}", name)
+
+    def _catch_up(self, name: str, sid: str, wanted: int, *, stale_event: bool = False) -> tuple[Found | None, bool]:
+        """Read until the file shows generation *wanted* or later, for up to twice ``fs_slack``.
+
+        A client that resolved the name through its cached entry for a
+        version another host replaced reads that old version; a listing
+        refreshes the entries (READDIRPLUS on FUSE), so after one the next
+        read gets the current file.  Returns (the last read, None if the
+        session is gone; whether it caught up).
+        """
+        deadline = time.monotonic() + 2 * self.settings.lock.fs_slack + 0.1
+        listed = False
+        while True:
+            found = self._read(name, sid)
+            if found is None or found.header.generation >= wanted:
+                return found, True
+            if time.monotonic() > deadline:
+                return found, False
+            log.debug("stale read of %s (generation %d < %d): reading again", name, found.header.generation, wanted)
+            if stale_event:
+                emit(self.observer, "stale_read")
+            if listed:
+                time.sleep(0.01)
+            else:
+                self._list_quietly(name)
+                listed = True
 
     def _read_live(self, name: str, sid: str) -> Found:
         found = self._live(self._read(name, sid))
@@ -180,31 +202,16 @@ class StoreCore:
             if again is None:
                 raise SessionNotFound(sid)
             return self._require_live(again, sid)
-        wanted = parsed[0]
-        deadline = time.monotonic() + 2 * self.settings.lock.fs_slack + 0.1
-        listed = False
-        while True:
-            again = self._read(name, sid)
-            if again is None:
-                raise SessionNotFound(sid)
-            if again.header.generation >= wanted:
-                return self._require_live(again, sid)
-            if time.monotonic() > deadline:
-                raise StorageError(
-                    errno.ESTALE,
-                    f"still reading generation {again.header.generation} of a session at generation {wanted}",
-                    name,
-                )
-            log.debug("stale read of %s (generation %d < %d): reading again", name, again.header.generation, wanted)
-            emit(self.observer, "stale_read")
-            if listed:
-                time.sleep(0.01)
-            else:
-                # The client resolved the name through its cached entry for the
-                # version another host replaced; a listing refreshes the entries
-                # (READDIRPLUS on FUSE) so the next read gets the current one.
-                self._list_quietly(name)
-                listed = True
+        again, caught_up = self._catch_up(name, sid, parsed[0], stale_event=True)
+        if again is None:
+            raise SessionNotFound(sid)
+        if not caught_up:
+            raise StorageError(
+                errno.ESTALE,
+                f"still reading generation {again.header.generation} of a session at generation {parsed[0]}",
+                name,
+            )
+        return self._require_live(again, sid)
 
     def _require_live(self, found: Found, sid: str) -> Found:
         if found.header.expired(self.now(), found.mtime):

@@ -71,7 +71,7 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     ),
     "an edit trusts its first read under the lock (no stale-read check)": (
         STORE,
-        [("            if again.header.generation >= wanted:", "            if True:")],
+        [("            if found is None or found.header.generation >= wanted:", "            if True:")],
         "tests/store/test_store.py -k 'rereads or lost_the_lock'",
     ),
     "no fence before the commit": (
