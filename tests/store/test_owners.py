@@ -156,8 +156,9 @@ def test_logins_racing_end_sessions(tmp_path: Path) -> None:
     code = (
         f"s = SessionStore(sys.argv[1], secret_key={KEY!r})\n"
         "print('ready', flush=True)\n"
-        "while True:\n"
-        "    print(s.create({'x': 1}, owner='alice'), flush=True)\n"
+        "import time\n"
+        "while True:\n"  # a busy login stream, paced so that a loaded machine's end_sessions is not simply outrun
+        "    print(s.create({'x': 1}, owner='alice'), flush=True); time.sleep(0.002)\n"
     )
     p = _child(code, str(tmp_path))
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
